@@ -1,0 +1,3 @@
+from gat_pyg.nn.gat_conv import GATConv
+
+__all__ = ['GATConv']
