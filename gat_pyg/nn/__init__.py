@@ -1,3 +1,5 @@
 from gat_pyg.nn.gat_conv import GATConv
+from gat_pyg.nn import dense
+from gat_pyg.nn import models
 
-__all__ = ['GATConv']
+__all__ = ['GATConv', 'dense', 'models']

@@ -293,9 +293,15 @@ class GATConv(MessagePassing):
             seed = torch.randint(0, 2**62, (), dtype=torch.long)
 
         if self._runs_propagate():
-            alpha = self.edge_updater(edge_index, alpha=(a_src, a_dst), a_edge=a_edge,
+            # torch.gather with an expanded int32 index (as in PyG's scatter backward)
+            # gives wrong results, so PyG's utilities get int64 indices.
+            prop_index = edge_index
+            if (isinstance(prop_index, Tensor) and not is_torch_sparse_tensor(prop_index)
+                    and prop_index.dtype == torch.int32):
+                prop_index = prop_index.long()
+            alpha = self.edge_updater(prop_index, alpha=(a_src, a_dst), a_edge=a_edge,
                                       seed=seed, size=size)
-            out = self.propagate(edge_index, x=(h_src, h_dst), alpha=alpha, size=size)
+            out = self.propagate(prop_index, x=(h_src, h_dst), alpha=alpha, size=size)
         else:
             graph = self._segment_graph(edge_index, num_src, num_dst)
             out, alpha = ops.segment_attention(
@@ -501,8 +507,8 @@ class GATConv(MessagePassing):
     def _edge_score(self, edge_attr: OptTensor) -> OptTensor:
         """Per-edge score term ``a_e . (W_e e_ij)`` as ``[E, H]``, through the folded
         ``[H, D]`` matrix ``sum_c a_e[h, c] W_e[h * C + c, :]``."""
-        if edge_attr is None or self.lin_edge is None:
-            return None
+        if edge_attr is None or self.lin_edge is None or edge_attr.size(0) == 0:
+            return None  # like PyG, no edge term (and no gradient) without edges
         if edge_attr.dim() == 1:
             edge_attr = edge_attr.view(-1, 1)
         H, C = self.heads, self.out_channels

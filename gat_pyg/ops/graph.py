@@ -28,7 +28,7 @@ class SegmentGraph(NamedTuple):
     - ``csc_dst`` :math:`[E]`: the target of each CSC slot.
     - ``csc_slot`` :math:`[E]`: the CSR slot of each CSC slot.
 
-    All index tensors are ``int64``.
+    All index tensors share one dtype: ``int64`` (the default) or ``int32``.
     """
     ptr: Tensor
     src: Tensor
@@ -50,31 +50,49 @@ class SegmentGraph(NamedTuple):
             counts, output_size=self.num_edges)
 
 
-def index_to_ptr(index: Tensor, size: int) -> Tensor:
-    """CSR offsets ``[size + 1]`` of a sorted ``int64`` index vector."""
-    return torch._convert_indices_from_coo_to_csr(index, size, out_int32=False)
+def index_to_ptr(index: Tensor, size: int, out_int32: bool = False) -> Tensor:
+    """CSR offsets ``[size + 1]`` of a sorted ``int64`` index vector (``int32`` offsets if
+    ``out_int32``)."""
+    return torch._convert_indices_from_coo_to_csr(index, size, out_int32=out_int32)
 
 
 def build_segment_graph(src: Tensor, dst: Tensor, num_src: int, num_dst: int,
-                        ) -> SegmentGraph:
+                        index_dtype: torch.dtype = torch.int64) -> SegmentGraph:
     """Sorts the edges ``src[e] -> dst[e]`` into CSR by target and CSC by source.
 
     Both sorts are stable, so the result (and every reduction that walks it) depends only on
-    the input, never on thread timing.
+    the input, never on thread timing. ``index_dtype`` (``int64`` by default, or ``int32``)
+    is the dtype of every index tensor of the result. Node indices are checked to lie in
+    ``[0, num_src)`` and ``[0, num_dst)`` (an :class:`IndexError` otherwise).
     """
+    if index_dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"'index_dtype' must be torch.int64 or torch.int32 (got {index_dtype})")
     src = src.long()
     dst = dst.long()
+    if src.numel() != dst.numel():
+        raise ValueError(f"'src' and 'dst' must have the same number of edges (got "
+                         f"{src.numel()} and {dst.numel()})")
+    if index_dtype == torch.int32 and max(src.numel(), num_src, num_dst) >= 2**31:
+        raise ValueError("the graph is too large for int32 indices")
+    if src.numel() > 0 and not torch.compiler.is_compiling():
+        for name, index, bound in (('source', src, num_src), ('target', dst, num_dst)):
+            low, high = torch.aminmax(index)
+            if int(low) < 0 or int(high) >= bound:
+                bad = int(low) if int(low) < 0 else int(high)
+                raise IndexError(f"build_segment_graph: {name} index {bad} is out of range "
+                                 f"for {bound} {name} nodes")
     perm = torch.argsort(dst, stable=True)
     dst_sorted = dst[perm]
     src_sorted = src[perm]
     csc_slot = torch.argsort(src_sorted, stable=True)
+    out_int32 = index_dtype == torch.int32
     return SegmentGraph(
-        ptr=index_to_ptr(dst_sorted, num_dst),
-        src=src_sorted,
-        perm=perm,
-        src_ptr=index_to_ptr(src_sorted[csc_slot], num_src),
-        csc_dst=dst_sorted[csc_slot],
-        csc_slot=csc_slot,
+        ptr=index_to_ptr(dst_sorted, num_dst, out_int32),
+        src=src_sorted.to(index_dtype),
+        perm=perm.to(index_dtype),
+        src_ptr=index_to_ptr(src_sorted[csc_slot], num_src, out_int32),
+        csc_dst=dst_sorted[csc_slot].to(index_dtype),
+        csc_slot=csc_slot.to(index_dtype),
         num_src=num_src,
         num_dst=num_dst,
     )

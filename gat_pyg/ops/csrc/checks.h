@@ -1,0 +1,138 @@
+// Input validation of the segment-attention ops, run at the op entry before any pointer
+// arithmetic: devices, dtypes, ranks, shapes and contiguity here; index *values* are checked
+// inside the kernels' loops (each index is range-checked before it is dereferenced) through
+// an IndexErrorFlag, which raises IndexError once the parallel region has ended.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace gat_pyg {
+
+// The graph part of the op inputs (see gat_pyg.ops.graph.SegmentGraph).
+struct GraphArgs {
+  const at::Tensor& ptr;
+  const at::Tensor& src;
+  const at::Tensor& perm;
+  const at::Tensor& src_ptr;
+  const at::Tensor& csc_dst;
+  const at::Tensor& csc_slot;
+};
+
+inline void check_index_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "segment_attention: '", name,
+                    "' must be a CPU tensor (got ", t.device(), ")");
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "segment_attention: all graph index tensors must "
+                   "share one dtype (int64 or int32); '", name, "' is ", t.scalar_type(),
+                   " but 'ptr' is ", dtype);
+  TORCH_CHECK_VALUE(t.dim() == 1, "segment_attention: '", name, "' must be 1-D (got shape ",
+                    t.sizes(), ")");
+  TORCH_CHECK_VALUE(t.is_contiguous(), "segment_attention: '", name, "' must be contiguous");
+}
+
+// Checks the graph tensors and returns the number of edges.
+inline int64_t check_graph(const GraphArgs& g, int64_t num_src) {
+  const auto dtype = g.ptr.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kLong || dtype == at::kInt,
+                   "segment_attention: graph index tensors must be int64 or int32 (got ",
+                   dtype, ")");
+  check_index_tensor(g.ptr, "ptr", dtype);
+  check_index_tensor(g.src, "src", dtype);
+  check_index_tensor(g.perm, "perm", dtype);
+  check_index_tensor(g.src_ptr, "src_ptr", dtype);
+  check_index_tensor(g.csc_dst, "csc_dst", dtype);
+  check_index_tensor(g.csc_slot, "csc_slot", dtype);
+  TORCH_CHECK_VALUE(g.ptr.numel() >= 1, "segment_attention: 'ptr' needs num_dst + 1 >= 1 "
+                    "entries");
+  const int64_t E = g.src.numel();
+  TORCH_CHECK_VALUE(g.perm.numel() == E && g.csc_dst.numel() == E && g.csc_slot.numel() == E,
+                    "segment_attention: 'src', 'perm', 'csc_dst' and 'csc_slot' must all have "
+                    "num_edges entries (got ", E, ", ", g.perm.numel(), ", ",
+                    g.csc_dst.numel(), ", ", g.csc_slot.numel(), ")");
+  TORCH_CHECK_VALUE(g.src_ptr.numel() == num_src + 1, "segment_attention: 'src_ptr' must have "
+                    "num_src + 1 = ", num_src + 1, " entries (got ", g.src_ptr.numel(), ")");
+  return E;
+}
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
+}
+
+// Checks a float tensor of the given dtype, device and shape.
+inline void check_float_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                               at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "segment_attention: '", name,
+                    "' must be a CPU tensor (got ", t.device(), ")");
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "segment_attention: '", name, "' has dtype ",
+                   t.scalar_type(), " but 'h' has ", dtype,
+                   "; all float inputs must share one dtype");
+  TORCH_CHECK_VALUE(t.sizes() == shape, "segment_attention: '", name, "' must have shape ",
+                    shape, " (got ", t.sizes(), ")");
+  TORCH_CHECK_VALUE(t.is_contiguous(), "segment_attention: '", name, "' must be contiguous");
+}
+
+inline void check_dropout(double p, const std::optional<at::Tensor>& seed) {
+  TORCH_CHECK_VALUE(p >= 0.0 && p <= 1.0, "segment_attention: dropout must be in [0, 1] (got ",
+                    p, ")");
+  if (p > 0.0) {
+    TORCH_CHECK_VALUE(seed.has_value(), "segment_attention: dropout > 0 needs a seed");
+  }
+  if (seed.has_value()) {
+    TORCH_CHECK_TYPE(seed->scalar_type() == at::kLong, "segment_attention: 'seed' must be an "
+                     "int64 tensor (got ", seed->scalar_type(), ")");
+    TORCH_CHECK_VALUE(seed->numel() == 1 && seed->device().is_cpu(), "segment_attention: "
+                      "'seed' must be a CPU tensor with one element");
+  }
+}
+
+inline int64_t read_seed(const std::optional<at::Tensor>& seed) {
+  return seed.has_value() ? seed->item<int64_t>() : 0;
+}
+
+// Records the first out-of-range index met inside a parallel loop (kernels skip the
+// offending row instead of dereferencing it); raise() turns it into a Python IndexError.
+class IndexErrorFlag {
+ public:
+  // Records that `what`[position] == value lies outside [lo, hi).
+  inline void set(const char* what, int64_t position, int64_t value, int64_t lo, int64_t hi) {
+    int expected = 0;
+    if (flag_.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+      what_ = what;
+      position_ = position;
+      value_ = value;
+      lo_ = lo;
+      hi_ = hi;
+    }
+  }
+  inline bool is_set() const { return flag_.load(std::memory_order_acquire) != 0; }
+  void raise() const {
+    if (!is_set()) return;
+    TORCH_CHECK_INDEX(false, "segment_attention: invalid graph: ", what_, "[", position_,
+                      "] is ", value_, ", outside [", lo_, ", ", hi_, "); build graphs "
+                      "with gat_pyg.ops.build_segment_graph");
+  }
+
+ private:
+  std::atomic<int> flag_{0};
+  const char* what_ = "";
+  int64_t position_ = 0, value_ = 0, lo_ = 0, hi_ = 0;
+};
+
+// Checks ptr[0] == 0 and ptr[n] == total at the op entry (the kernels check that each
+// segment [ptr[i], ptr[i + 1]) is non-empty-or-ordered and inside [0, total]).
+template <typename index_t>
+inline void check_ptr_ends(const at::Tensor& ptr, const char* name, int64_t total) {
+  const index_t* p = ptr.data_ptr<index_t>();
+  const int64_t n = ptr.numel() - 1;
+  TORCH_CHECK_INDEX(static_cast<int64_t>(p[0]) == 0, "segment_attention: invalid graph: ",
+                    name, "[0] must be 0 (got ", static_cast<int64_t>(p[0]), ")");
+  TORCH_CHECK_INDEX(static_cast<int64_t>(p[n]) == total, "segment_attention: invalid graph: ",
+                    name, "[-1] must be the number of edges ", total, " (got ",
+                    static_cast<int64_t>(p[n]), ")");
+}
+
+}  // namespace gat_pyg
