@@ -1,8 +1,13 @@
-"""Shared fixtures: PyG's utilities without ``torch_scatter``, and a clean graph cache."""
+"""Shared fixtures: PyG's utilities without ``torch_scatter``, a clean graph cache, and the
+read-only data sets in ``shared/data`` beside the repository."""
+from pathlib import Path
+
 import pytest
 import torch_geometric.typing
 
 from gat_pyg.ops.graph import graph_cache
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 
 
 @pytest.fixture
@@ -17,3 +22,22 @@ def clean_graph_cache():
     graph_cache.clear()
     yield graph_cache
     graph_cache.clear()
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> Path:
+    """``shared/data`` beside the repository (read-only: never write into it)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'no shared data sets at {SHARED_DATA}')
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def cora(shared_data, tmp_path_factory):
+    """``(data, num_features, num_classes)`` of Planetoid Cora (public split), processed in
+    a temporary folder."""
+    from gat_pyg.data import load_dataset
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('GAT_PYG_CACHE', str(tmp_path_factory.mktemp('gat_pyg_cache')))
+        _, data = load_dataset('Cora', shared_data)
+    return data, data.num_features, int(data.y.max()) + 1

@@ -383,6 +383,10 @@ class GATConv(MessagePassing):
                      h_dst: Optional[Tensor]) -> int:
         # Mirrors PyG's size inference in `MessagePassing._collect`.
         if isinstance(edge_index, SparseTensor) or is_torch_sparse_tensor(edge_index):
+            if self.flow == 'target_to_source':  # as in PyG
+                raise ValueError("flow='target_to_source' is invalid with a sparse "
+                                 "adjacency (rows are targets); pass the transposed "
+                                 "adjacency instead, e.g. 'adj_t.t()'")
             num_rows, num_cols = edge_index.size(0), edge_index.size(1)
             if num_cols != num_src:
                 raise ValueError(f"The sparse adjacency has {num_cols} columns (sources) "
@@ -429,13 +433,15 @@ class GATConv(MessagePassing):
                                                           size, h_dst)
 
         # Like PyG, take the values of a sparse adjacency as edge features when no
-        # 'edge_attr' is given (for torch.sparse, only multi-dimensional ones).
+        # 'edge_attr' is given (only multi-dimensional ones: PyG's generated `collect`
+        # treats 1-D values as edge weights, also for a SparseTensor).
         if edge_attr is None and self.lin_edge is not None:
+            values: OptTensor = None
             if isinstance(edge_index, SparseTensor):
-                edge_attr = edge_index.storage.value()
+                values = edge_index.storage.value()
             elif is_torch_sparse_tensor(edge_index):
                 values = edge_index.values()
-                edge_attr = values if values.dim() > 1 else None
+            edge_attr = values if values is not None and values.dim() > 1 else None
         return edge_index, edge_attr
 
     def _with_self_loops(self, edge_index: Adj, edge_attr: OptTensor, num_src: int,
@@ -461,12 +467,19 @@ class GATConv(MessagePassing):
         sparse_values = is_torch_sparse_tensor(edge_index) and edge_index.values().dim() > 1
         if sparse_values:  # loop features are derived from the values: not cacheable
             return looped(edge_index, edge_attr)
+        if edge_attr is not None:
+            if is_torch_sparse_tensor(edge_index):  # PyG's self-loop utilities assert this
+                raise AssertionError(
+                    "'edge_attr' cannot be passed together with a torch.sparse 'edge_index' "
+                    "when 'add_self_loops=True'; store the edge features as the values of "
+                    "the sparse adjacency instead")
+            if torch.compiler.is_compiling():
+                # One pass, so that index and features share one data-dependent size.
+                return looped(edge_index, edge_attr)
         looped_index = graph_cache.get_or_build(edge_index, ('self_loops', num_nodes),
                                                 lambda: looped(edge_index, None)[0])
-        if edge_attr is not None and not is_torch_sparse_tensor(edge_index):
+        if edge_attr is not None:
             edge_attr = looped(edge_index, edge_attr)[1]
-        else:
-            edge_attr = None  # PyG's add_self_loops drops 'edge_attr' for sparse input
         return looped_index, edge_attr
 
     def _check_edge_index(self, edge_index: Tensor, num_src: int, num_dst: int) -> None:
@@ -517,12 +530,19 @@ class GATConv(MessagePassing):
         return edge_attr @ folded.t()
 
     def _segment_graph(self, edge_index: Adj, num_src: int, num_dst: int) -> SegmentGraph:
-        owner = (edge_index.storage.col() if isinstance(edge_index, SparseTensor)
-                 else edge_index)
-        return graph_cache.get_or_build(
-            owner, ('segment_graph', self.flow, num_src, num_dst),
-            lambda: build_segment_graph(*self._source_target(edge_index), num_src,
-                                        num_dst))
+        key = ('segment_graph', self.flow, num_src, num_dst)
+
+        def build() -> SegmentGraph:
+            return build_segment_graph(*self._source_target(edge_index), num_src, num_dst)
+
+        if not isinstance(edge_index, SparseTensor):
+            return graph_cache.get_or_build(edge_index, key, build)
+        # The graph of a SparseTensor depends on its row and col, which other SparseTensors
+        # may share: cache on col, keyed on row, which the entry holds so that its id
+        # stays unique while the entry lives.
+        row, col = edge_index.storage.row(), edge_index.storage.col()
+        return graph_cache.get_or_build(col, key + (id(row), row._version),
+                                        lambda: (row, build()))[1]
 
     def _source_target(self, edge_index: Adj) -> Tuple[Tensor, Tensor]:
         """Source and target of each edge, in the order the attention is returned."""
@@ -530,7 +550,10 @@ class GATConv(MessagePassing):
             row, col, _ = edge_index.coo()
             return col, row
         if is_torch_sparse_tensor(edge_index):
-            index, _ = to_edge_index(edge_index)
+            # Not `to_edge_index` for COO: its in-place `_coalesced_` bumps the version
+            # counter that the values (maybe the edge features) share, breaking their backward.
+            index = (edge_index._indices() if edge_index.layout == torch.sparse_coo else
+                     to_edge_index(edge_index)[0])
             return index[1], index[0]
         if self.flow == 'source_to_target':
             return edge_index[0], edge_index[1]
