@@ -43,6 +43,14 @@ class SegmentGraph(NamedTuple):
     def num_edges(self) -> int:
         return self.src.numel()
 
+    def long(self) -> 'SegmentGraph':
+        """This graph with ``int64`` index tensors (itself if they already are)."""
+        if self.ptr.dtype == torch.long:
+            return self
+        return self._replace(ptr=self.ptr.long(), src=self.src.long(), perm=self.perm.long(),
+                             src_ptr=self.src_ptr.long(), csc_dst=self.csc_dst.long(),
+                             csc_slot=self.csc_slot.long())
+
     def dst(self) -> Tensor:
         """The target of each CSR slot (expanded from ``ptr``)."""
         counts = self.ptr[1:] - self.ptr[:-1]

@@ -102,6 +102,7 @@ def segment_attention(graph: SegmentGraph, h: Tensor, a_src: Tensor, a_dst: Opti
         ``(out [N_dst, H, C], alpha [E, H] or None)``; a target without incoming edges gets
         zeros.
     """
+    graph = graph.long()  # PyG's segment utilities take int64 offsets
     score = a_src.index_select(0, graph.src)
     dst = graph.dst()
     if a_dst is not None:
