@@ -29,6 +29,7 @@ Design:
 """
 import os
 import threading
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -82,7 +83,7 @@ def load_library(verbose: bool = False) -> None:
             load(
                 name=_EXTENSION_NAME,
                 sources=[os.path.join(_CSRC, name) for name in _SOURCES],
-                extra_cflags=['-O3', '-fopenmp', '-fno-trapping-math', '-fno-math-errno', '-Wno-psabi'],
+                extra_cflags=['-O3', '-fopenmp'],
                 extra_ldflags=['-fopenmp'],
                 build_directory=directory,
                 is_python_module=False,
@@ -124,23 +125,20 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _fake_forward(ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge,
-                  negative_slope, dropout, seed, return_alpha, save_for_a_dst):
+                  negative_slope, dropout, seed, return_alpha):
     torch._check(h.dim() == 3, lambda: "segment_attention: 'h' must be 3-D")
     num_dst = ptr.shape[0] - 1
     heads, channels = h.shape[1], h.shape[2]
     acc = _acc_dtype(h.dtype)
-    slope_rows = num_dst if save_for_a_dst and a_dst is not None else 0
-    return (h.new_empty((num_dst, heads, channels)),
-            h.new_empty((num_dst, heads), dtype=acc),
-            h.new_empty((num_dst, heads), dtype=acc),
-            h.new_empty((src.shape[0] if return_alpha else 0, heads)),
-            h.new_empty((slope_rows, heads, channels)),
-            h.new_empty((slope_rows, heads), dtype=acc))
+    out = h.new_empty((num_dst, heads, channels))
+    row_max = h.new_empty((num_dst, heads), dtype=acc)
+    denom = h.new_empty((num_dst, heads), dtype=acc)
+    alpha = h.new_empty((src.shape[0] if return_alpha else 0, heads))
+    return out, row_max, denom, alpha
 
 
 def _fake_backward(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src,
-                   a_dst, a_edge, out, row_max, denom, out_slope, slope_sum, negative_slope,
-                   dropout, seed, output_mask):
+                   a_dst, a_edge, row_max, denom, negative_slope, dropout, seed, output_mask):
     def grad(flag, like):
         return like.new_empty(like.shape) if flag and like is not None else h.new_empty((0,))
     return (grad(output_mask[0], h), grad(output_mask[1], a_src),
@@ -149,29 +147,22 @@ def _fake_backward(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_s
 
 def _setup_context(ctx, inputs, output):
     (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, negative_slope,
-     dropout, seed, return_alpha, save_for_a_dst) = inputs
-    out, row_max, denom, _, out_slope, slope_sum = output
+     dropout, seed, return_alpha) = inputs
+    _, row_max, denom, _ = output
     ctx.save_for_backward(ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge,
-                          out, row_max, denom, out_slope, slope_sum, seed)
+                          row_max, denom, seed)
     ctx.negative_slope = negative_slope
     ctx.dropout = dropout
     ctx.return_alpha = return_alpha
-    ctx.save_for_a_dst = save_for_a_dst
-    ctx.mark_non_differentiable(row_max, denom, out_slope, slope_sum)
-    # Unused output gradients stay None instead of being materialised as zeros (that would
-    # cost an [N_dst, H, C] and several [N_dst, H] fills per backward pass).
-    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(row_max, denom)
 
 
-def _backward(ctx, grad_out, grad_max, grad_denom, grad_alpha, grad_out_slope, grad_slope_sum):
-    (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, out, row_max, denom,
-     out_slope, slope_sum, seed) = ctx.saved_tensors
+def _backward(ctx, grad_out, grad_max, grad_denom, grad_alpha):
+    (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, row_max, denom,
+     seed) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     mask = [bool(needs[6]), bool(needs[7]), bool(needs[8]) and a_dst is not None,
             bool(needs[9]) and a_edge is not None]
-    if mask[2] and not ctx.save_for_a_dst:
-        raise RuntimeError("segment_attention_fwd was called with save_for_a_dst=False, so "
-                           "it cannot give the gradient of 'a_dst'")
     if grad_out is None:
         grad_out = h.new_zeros((ptr.shape[0] - 1,) + tuple(h.shape[1:]))
     if not ctx.return_alpha:
@@ -180,12 +171,11 @@ def _backward(ctx, grad_out, grad_max, grad_denom, grad_alpha, grad_out_slope, g
         grad_alpha = grad_alpha.contiguous()
     grad_h, grad_a_src, grad_a_dst, grad_a_edge = torch.ops.gat_pyg.segment_attention_bwd(
         grad_out.contiguous(), grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, h,
-        a_src, a_dst, a_edge, out, row_max, denom, out_slope, slope_sum, ctx.negative_slope,
-        ctx.dropout, seed, mask)
+        a_src, a_dst, a_edge, row_max, denom, ctx.negative_slope, ctx.dropout, seed, mask)
     return (None, None, None, None, None, None,
             grad_h if mask[0] else None, grad_a_src if mask[1] else None,
             grad_a_dst if mask[2] else None, grad_a_edge if mask[3] else None,
-            None, None, None, None, None)
+            None, None, None, None)
 
 
 def _register_python_parts() -> None:
@@ -275,12 +265,9 @@ def segment_attention_fused(graph: SegmentGraph, h: Tensor, a_src: Tensor,
         seed = seed.reshape(()).to(device='cpu', dtype=torch.long)
     else:
         seed = None
-    # The gradient of a_dst needs two extra forward results (see the backward kernel).
-    save_for_a_dst = (a_dst is not None and a_dst.requires_grad
-                      and torch.is_grad_enabled())
-    out, _, _, alpha, _, _ = torch.ops.gat_pyg.segment_attention_fwd(
+    out, _, _, alpha = torch.ops.gat_pyg.segment_attention_fwd(
         *index, h.contiguous(), a_src.contiguous(),
         None if a_dst is None else a_dst.contiguous(),
         None if a_edge is None else a_edge.contiguous(),
-        float(negative_slope), dropout, seed, bool(return_alpha), save_for_a_dst)
+        float(negative_slope), dropout, seed, bool(return_alpha))
     return out, (alpha if return_alpha else None)
