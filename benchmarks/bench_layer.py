@@ -11,11 +11,15 @@ What is measured, per point (N nodes, E random edges, F input features, H heads 
 channels, the layers' default self-loops, so both process E + N edges):
 
 - Times: one training step, ``out = layer(x, edge_index)`` (forward, autograd on; ``x``
-  requires grad as in a hidden layer) then ``out.backward(grad)`` with a fixed dense
-  ``grad`` (backward). Both layers get the same weights and run in the same process,
+  requires grad as in a hidden layer, and once more without, marked ``*``, as in a first
+  layer) then ``out.backward(grad)`` with a fixed dense ``grad`` (backward). Both layers get the same weights and run in the same process,
   interleaved repeat by repeat (so a slow phase of the machine hits both alike), after one
   warm-up step each; medians over ``--repeats``. ns/edge is the forward+backward time over
-  the E input edges.
+  the E input edges. ``op f+b`` is ours' segment-attention operator alone on the same graph
+  (forward + backward), the rest of our layer's time being its projection, score terms and
+  bias, which PyG's layer computes the same way. ``gather ns/e`` is a memory-bound
+  reference: ``index_select`` of every edge's source row of ``h`` (per input edge); the
+  operator's forward gathers those rows once and its backward the gradient rows once more.
 - Graph build: ours caches the self-looped edges and the CSR/CSC sort per ``edge_index``
   tensor. ``graph_build_s`` is a forward on a fresh ``edge_index`` (cache miss) minus one on
   the same tensor again (hit); ``cache_bytes`` is what that cache holds.
@@ -63,12 +67,12 @@ def _fwd_bwd(layer, x, edge_index, grad):
     out.backward(grad)
 
 
-def time_layers(kinds, x, edge_index, heads, channels, repeats):
+def time_layers(kinds, x, edge_index, heads, channels, repeats, input_grad=True):
     """Median forward / backward / forward+backward seconds per layer kind, interleaved."""
     layers = {kind: make_layer(kind, x.size(1), heads, channels) for kind in kinds}
     if 'pyg' in layers and 'ours' in layers:
         layers['ours'].load_state_dict(layers['pyg'].state_dict())
-    x = x.clone().requires_grad_()
+    x = x.clone().requires_grad_(input_grad)
     grad = torch.randn(x.size(0), heads * channels, generator=torch.Generator().manual_seed(1))
     times = {kind: {'forward': [], 'backward': [], 'total': []} for kind in kinds}
     for layer in layers.values():  # warm-up (ours: also builds the cached graph)
@@ -115,7 +119,10 @@ def graph_build(x, edge_index, heads, channels, repeats=3):
 
 def time_op(x, edge_index, heads, channels, repeats):
     """Ours' segment-attention operator alone (forward, backward) on the layer's graph, to
-    tell the operator from the rest of the layer (projection, score terms, bias)."""
+    tell the operator from the rest of the layer (projection, score terms, bias); and, as a
+    memory-bound reference, one gather of every edge's source row of ``h`` into a buffer
+    (``index_select``): the forward pass gathers those rows once, the backward pass the
+    targets' gradient rows once more."""
     from torch_geometric.utils import add_self_loops, remove_self_loops
 
     from gat_pyg import ops
@@ -127,17 +134,22 @@ def time_op(x, edge_index, heads, channels, repeats):
     a_src = torch.randn(n, heads, generator=gen).requires_grad_()
     a_dst = torch.randn(n, heads, generator=gen).requires_grad_()
     grad = torch.randn(n, heads, channels, generator=gen)
-    forward, backward = [], []
+    rows = h.detach().reshape(n, -1)
+    buffer = rows.new_empty(graph.src.numel(), rows.size(1))
+    forward, backward, gather = [], [], []
     for step in range(repeats + 1):
         start = time.perf_counter()
         out, _ = ops.segment_attention(graph, h, a_src, a_dst, None, 0.2)
         middle = time.perf_counter()
         torch.autograd.grad(out, [h, a_src, a_dst], grad)
         end = time.perf_counter()
+        torch.index_select(rows, 0, graph.src, out=buffer)
+        gathered = time.perf_counter()
         if step:  # the first is a warm-up
             forward.append(middle - start)
             backward.append(end - middle)
-    return statistics.median(forward), statistics.median(backward)
+            gather.append(gathered - end)
+    return statistics.median(forward), statistics.median(backward), statistics.median(gather)
 
 
 def _tensor_bytes(value) -> int:
@@ -160,7 +172,7 @@ def peak_memory_child(args) -> None:
     torch.set_num_threads(args.threads)
     x, edge_index = make_inputs(args.nodes, args.edges, args.features)
     layer = make_layer(args.layer, args.features, args.heads, args.channels)
-    x.requires_grad_()
+    x.requires_grad_(not args.no_input_grad)
     grad = torch.randn(args.nodes, args.heads * args.channels,
                        generator=torch.Generator().manual_seed(1))
     _fwd_bwd(layer, x, edge_index, grad)
@@ -174,30 +186,33 @@ def peak_memory_child(args) -> None:
     print(json.dumps({'peak_bytes': (_rss_kib('VmHWM') - baseline) * 1024}))
 
 
-def peak_memory(layer, nodes, edges, features, heads, channels) -> int:
+def peak_memory(layer, nodes, edges, features, heads, channels, input_grad=True) -> int:
     cmd = [sys.executable, __file__, '--child', '--layer', layer, '--nodes', str(nodes),
            '--edges', str(edges), '--features', str(features), '--heads', str(heads),
            '--channels', str(channels), '--threads', str(torch.get_num_threads())]
+    if not input_grad:
+        cmd.append('--no-input-grad')
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])['peak_bytes']
 
 
-def measure_point(nodes, edges, features, heads, channels, repeats, layers):
+def measure_point(nodes, edges, features, heads, channels, repeats, layers, input_grad=True):
     x, edge_index = make_inputs(nodes, edges, features)
     point = {'nodes': nodes, 'edges': edges, 'features': features, 'heads': heads,
-             'channels': channels}
-    timed = time_layers(layers, x, edge_index, heads, channels, repeats)
+             'channels': channels, 'x_requires_grad': input_grad}
+    timed = time_layers(layers, x, edge_index, heads, channels, repeats, input_grad)
     for kind in layers:
         result = timed[kind]
         result['ns_per_edge'] = 1e9 * result['fwd_bwd_s'] / edges
-        result['peak_bytes'] = peak_memory(kind, nodes, edges, features, heads, channels)
+        result['peak_bytes'] = peak_memory(kind, nodes, edges, features, heads, channels,
+                                           input_grad)
         result['bytes_per_edge'] = result['peak_bytes'] / edges
         point[kind] = result
     point['ours']['graph_build_s'], point['ours']['cache_bytes'] = graph_build(
         x, edge_index, heads, channels)
-    point['ours']['op_forward_s'], point['ours']['op_backward_s'] = time_op(
-        x, edge_index, heads, channels, repeats)
+    (point['ours']['op_forward_s'], point['ours']['op_backward_s'],
+     point['ours']['row_gather_s']) = time_op(x, edge_index, heads, channels, repeats)
     if 'pyg' in point:
         point['speedup_fwd_bwd'] = point['pyg']['fwd_bwd_s'] / point['ours']['fwd_bwd_s']
         point['speedup_forward'] = point['pyg']['forward_s'] / point['ours']['forward_s']
@@ -209,7 +224,7 @@ def measure_point(nodes, edges, features, heads, channels, repeats, layers):
 def print_table(points) -> None:
     header = (f"{'edges':>9} {'HxC':>5} | {'PyG f / b / f+b ms':>22} | {'ours f / b / f+b ms':>22} "
               f"| {'speedup f/b/f+b':>17} | {'PyG MB':>7} {'ours MB':>7} {'ratio':>6} "
-              f"| {'ours ns/e':>9} {'op f+b ms':>9} {'build ms':>8}")
+              f"| {'ours ns/e':>9} {'gather ns/e':>11} {'op f+b ms':>9} {'build ms':>8}")
     print(header)
     print('-' * len(header))
 
@@ -219,9 +234,10 @@ def print_table(points) -> None:
 
     for p in points:
         ours = p['ours']
-        shape = f"{p['heads']}x{p['channels']}"
+        shape = f"{p['heads']}x{p['channels']}" + ('' if p.get('x_requires_grad', True) else '*')
         op_ms = (ours['op_forward_s'] + ours['op_backward_s']) * 1e3
-        tail = (f"{ours['ns_per_edge']:>9.0f} {op_ms:>9.1f} {ours['graph_build_s'] * 1e3:>8.1f}")
+        tail = (f"{ours['ns_per_edge']:>9.0f} {1e9 * ours['row_gather_s'] / p['edges']:>11.0f} "
+                f"{op_ms:>9.1f} {ours['graph_build_s'] * 1e3:>8.1f}")
         if 'pyg' in p:
             pyg = p['pyg']
             print(f"{p['edges']:>9} {shape:>5} | {ms(pyg):>22} | {ms(ours):>22} | "
@@ -262,6 +278,7 @@ def main() -> None:
     parser.add_argument('--edges', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--heads', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--channels', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--no-input-grad', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,18 +290,24 @@ def main() -> None:
     else:
         main_point, sizes, shapes = ((100_000, 1_000_000), [10_000, 100_000, 10_000_000],
                                      [(1, 64), (4, 16), (8, 16)])
-    plan = [(main_point[0], main_point[1], 8, 8)]
+    plan = [(main_point[0], main_point[1], 8, 8, True), (main_point[0], main_point[1], 8, 8, False)]
     if not args.no_sweep:
-        plan += [(max(edges // 10, 100), edges, 8, 8) for edges in sizes]
-        plan += [(main_point[0], main_point[1], h, c) for h, c in shapes]
+        plan += [(max(edges // 10, 100), edges, 8, 8, True) for edges in sizes]
+        plan += [(main_point[0], main_point[1], h, c, True) for h, c in shapes]
     points = []
-    for nodes, edges, heads, channels in tqdm(plan, desc='benchmark points'):
+    for nodes, edges, heads, channels, input_grad in tqdm(plan, desc='benchmark points'):
         layers = LAYERS if edges <= args.pyg_max_edges else ('ours', )
         points.append(measure_point(nodes, edges, args.features, heads, channels,
-                                    args.repeats, layers))
+                                    args.repeats, layers, input_grad))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'features {args.features}; pyg skipped above {args.pyg_max_edges} edges')
     print_table(points)
+    print('* x without requires_grad (a first layer: no gradient of the input features). '
+          'op f+b: ours\' segment-attention operator alone; the rest of "ours f+b" is the '
+          'layer around it (projection, score terms, bias), the same work as in PyG\'s layer. '
+          'gather ns/e: one random gather of an h row per edge (index_select), the memory-'
+          'bound floor of one pass; the operator makes about two (h forward, the gradient '
+          'rows backward).')
     if args.out is None:
         name = 'layer_quick.json' if args.quick else 'layer.json'
         args.out = Path(__file__).parent / 'results' / name

@@ -5,6 +5,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 from torch.nn import Parameter
+from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -269,23 +270,32 @@ class GATConv(MessagePassing):
         lin_src = self.lin if self.lin is not None else self.lin_src
         lin_dst = self.lin if self.lin is not None else self.lin_dst
         assert lin_src is not None and lin_dst is not None
-        h_src = lin_src(x_src).view(-1, H, C)
-        if x_dst is None:
-            h_dst = None
-        elif not is_pair and self.lin is not None:
-            h_dst = h_src
-        else:
-            h_dst = lin_dst(x_dst).view(-1, H, C)
+        for lin, feat in ((lin_src, x_src), (lin_dst, x_dst)):
+            if feat is not None and isinstance(lin.weight, UninitializedParameter):
+                lin.initialize_parameters(lin, (feat, ))  # lazy shapes, as in PyG's forward
 
-        # Per-node score terms; the per-edge ones come from folded weights, so no
-        # [E, H, C] tensor is ever formed for the scores.
-        a_src = (h_src * self.att_src).sum(dim=-1)
-        a_dst = None if h_dst is None else (h_dst * self.att_dst).sum(dim=-1)
+        # One product gives the projection and the per-node score terms
+        # `(W x * att).sum(-1)`, the latter through weights folded to [H, F]: no [N, H, C]
+        # temporaries, one pass over x (and one gradient product back). Targets need only
+        # their score term, never their projection.
+        same_x = x_dst is x_src and lin_dst is lin_src
+        blocks = [lin_src.weight, self._folded(lin_src, self.att_src)]
+        if same_x:
+            blocks.append(self._folded(lin_dst, self.att_dst))
+        h_src, a_src, *a_dst_block = torch.nn.functional.linear(
+            x_src, torch.cat(blocks)).split([H * C] + [H] * (len(blocks) - 1), dim=-1)
+        h_src = h_src.view(-1, H, C)
+        if same_x:
+            a_dst = a_dst_block[0]
+        elif x_dst is None:
+            a_dst = None
+        else:
+            a_dst = x_dst @ self._folded(lin_dst, self.att_dst).t()
 
         num_src = h_src.size(0)
-        num_dst = self._num_targets(edge_index, size, num_src, h_dst)
+        num_dst = self._num_targets(edge_index, size, num_src, x_dst)
         edge_index, edge_attr = self._prepare_edges(edge_index, edge_attr, num_src,
-                                                    num_dst, size, h_dst)
+                                                    num_dst, size, x_dst)
         a_edge = self._edge_score(edge_attr)
 
         seed: Optional[Tensor] = None
@@ -301,7 +311,7 @@ class GATConv(MessagePassing):
                 prop_index = prop_index.long()
             alpha = self.edge_updater(prop_index, alpha=(a_src, a_dst), a_edge=a_edge,
                                       seed=seed, size=size)
-            out = self.propagate(prop_index, x=(h_src, h_dst), alpha=alpha, size=size)
+            out = self.propagate(prop_index, x=(h_src, x_dst), alpha=alpha, size=size)
         else:
             graph = self._segment_graph(edge_index, num_src, num_dst)
             out, alpha = ops.segment_attention(
@@ -380,7 +390,7 @@ class GATConv(MessagePassing):
                                  f"'{name}' but got {feat.size(1)}")
 
     def _num_targets(self, edge_index: Adj, size: Size, num_src: int,
-                     h_dst: Optional[Tensor]) -> int:
+                     x_dst: Optional[Tensor]) -> int:
         # Mirrors PyG's size inference in `MessagePassing._collect`.
         if isinstance(edge_index, SparseTensor) or is_torch_sparse_tensor(edge_index):
             if self.flow == 'target_to_source':  # as in PyG
@@ -391,25 +401,25 @@ class GATConv(MessagePassing):
             if num_cols != num_src:
                 raise ValueError(f"The sparse adjacency has {num_cols} columns (sources) "
                                  f"but 'x' has {num_src} source nodes")
-            if h_dst is not None and h_dst.size(0) != num_rows:
+            if x_dst is not None and x_dst.size(0) != num_rows:
                 raise ValueError(f"The sparse adjacency has {num_rows} rows (targets) "
-                                 f"but 'x_dst' has {h_dst.size(0)} nodes")
+                                 f"but 'x_dst' has {x_dst.size(0)} nodes")
             return num_rows
         if size is not None:
             if size[0] is not None and size[0] != num_src:
                 raise ValueError(f"'size[0]' is {size[0]} but 'x' has {num_src} "
                                  f"source nodes")
-            if (size[1] is not None and h_dst is not None
-                    and size[1] != h_dst.size(0)):
+            if (size[1] is not None and x_dst is not None
+                    and size[1] != x_dst.size(0)):
                 raise ValueError(f"'size[1]' is {size[1]} but 'x_dst' has "
-                                 f"{h_dst.size(0)} target nodes")
+                                 f"{x_dst.size(0)} target nodes")
             if size[1] is not None:
                 return size[1]
-        return h_dst.size(0) if h_dst is not None else num_src
+        return x_dst.size(0) if x_dst is not None else num_src
 
     def _prepare_edges(self, edge_index: Adj, edge_attr: OptTensor, num_src: int,
                        num_dst: int, size: Size,
-                       h_dst: Optional[Tensor]) -> Tuple[Adj, OptTensor]:
+                       x_dst: Optional[Tensor]) -> Tuple[Adj, OptTensor]:
         """Validates the edges and applies PyG's self-loop policy with PyG's utilities, so
         that edge order, loop features and returned forms are PyG's."""
         if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index):
@@ -430,7 +440,7 @@ class GATConv(MessagePassing):
 
         if self.add_self_loops:
             edge_index, edge_attr = self._with_self_loops(edge_index, edge_attr, num_src,
-                                                          size, h_dst)
+                                                          size, x_dst)
 
         # Like PyG, take the values of a sparse adjacency as edge features when no
         # 'edge_attr' is given (only multi-dimensional ones: PyG's generated `collect`
@@ -445,7 +455,7 @@ class GATConv(MessagePassing):
         return edge_index, edge_attr
 
     def _with_self_loops(self, edge_index: Adj, edge_attr: OptTensor, num_src: int,
-                         size: Size, h_dst: Optional[Tensor]) -> Tuple[Adj, OptTensor]:
+                         size: Size, x_dst: Optional[Tensor]) -> Tuple[Adj, OptTensor]:
         if isinstance(edge_index, SparseTensor):
             if self.edge_dim is None:
                 return torch_sparse.set_diag(edge_index), edge_attr
@@ -453,7 +463,7 @@ class GATConv(MessagePassing):
                 "The usage of 'edge_attr' and 'add_self_loops' simultaneously is "
                 "currently not yet supported for 'edge_index' in a 'SparseTensor' form")
         # Self-loops only for nodes that are both sources and targets:
-        num_nodes = num_src if h_dst is None else min(num_src, h_dst.size(0))
+        num_nodes = num_src if x_dst is None else min(num_src, x_dst.size(0))
         num_nodes = min(size) if size is not None else num_nodes
 
         def looped(index: Tensor, attr: OptTensor) -> Tuple[Tensor, OptTensor]:
@@ -517,6 +527,12 @@ class GATConv(MessagePassing):
             raise TypeError(f"GATConv expects floating-point 'edge_attr' "
                             f"(got {edge_attr.dtype})")
 
+    def _folded(self, lin: Linear, att: Tensor) -> Tensor:
+        """The ``[H, F]`` matrix ``sum_c att[h, c] W[h * C + c, :]`` of ``lin``'s weight
+        ``W``: ``x @ folded.T`` is ``(lin(x).view(-1, H, C) * att).sum(-1)``."""
+        H, C = self.heads, self.out_channels
+        return (lin.weight.view(H, C, -1) * att.view(H, C, 1)).sum(dim=1)
+
     def _edge_score(self, edge_attr: OptTensor) -> OptTensor:
         """Per-edge score term ``a_e . (W_e e_ij)`` as ``[E, H]``, through the folded
         ``[H, D]`` matrix ``sum_c a_e[h, c] W_e[h * C + c, :]``."""
@@ -524,9 +540,7 @@ class GATConv(MessagePassing):
             return None  # like PyG, no edge term (and no gradient) without edges
         if edge_attr.dim() == 1:
             edge_attr = edge_attr.view(-1, 1)
-        H, C = self.heads, self.out_channels
-        weight = self.lin_edge.weight.view(H, C, -1)
-        folded = (weight * self.att_edge.view(H, C, 1)).sum(dim=1)
+        folded = self._folded(self.lin_edge, self.att_edge)
         return edge_attr @ folded.t()
 
     def _segment_graph(self, edge_index: Adj, num_src: int, num_dst: int) -> SegmentGraph:

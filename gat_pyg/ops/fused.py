@@ -2,34 +2,47 @@
 :func:`gat_pyg.ops.reference.segment_attention`.
 
 The kernels live in ``csrc/`` and are compiled just in time with
-:func:`torch.utils.cpp_extension.load` the first time they are needed, into
-``$GAT_PYG_BUILD_DIR`` (default ``~/.cache/gat_pyg/<torch version>``), and reused from there
-(ninja rebuilds only what changed). They are registered as the operators
-``torch.ops.gat_pyg.segment_attention_fwd`` and ``torch.ops.gat_pyg.segment_attention_bwd``;
-this module adds their fake kernels (:func:`torch.library.register_fake`) and the autograd
-formula connecting them (:func:`torch.library.register_autograd`), so that
-``torch.compile(fullgraph=True)`` traces through them and :func:`torch.library.opcheck`
-passes.
+:func:`torch.utils.cpp_extension.load` the first time they are needed (about a minute), into
+``<root>/<hash of the sources, flags and CPU>`` with ``<root>`` = ``$GAT_PYG_BUILD_DIR`` or
+``~/.cache/gat_pyg/<torch version>``, and loaded from there by every later process. They are
+registered as the operators ``torch.ops.gat_pyg.segment_attention_fwd`` and
+``torch.ops.gat_pyg.segment_attention_bwd``; this module adds their fake kernels
+(:func:`torch.library.register_fake`) and the autograd formula connecting them
+(:func:`torch.library.register_autograd`), so that ``torch.compile(fullgraph=True)`` traces
+through them and :func:`torch.library.opcheck` passes.
 
-Design:
+Design (details in the headers of ``csrc/segment_attention_forward.cpp`` and
+``csrc/segment_attention_backward.cpp``):
 
-- Forward visits each target's incoming edges (CSR) once: scores in a per-thread scratch of
-  ``deg x H`` scalars, PyG's softmax arithmetic (max, ``exp(s - max)``, ``sum + 1e-16``),
-  then the weighted sum of ``h``. It saves for backward only the per-(target, head) maximum
-  and denominator (``2 x N_dst x H`` in the accumulation dtype; the output is not saved).
-- Backward recomputes the attention from those statistics: a pass over targets (CSR) gives
-  ``grad a_dst``, ``grad a_edge`` (per edge, caller order) and ``D_i = sum_k alpha_k
-  dL/dalpha_k``; a pass over sources (CSC) gives ``grad h`` and ``grad a_src``. No atomics:
-  every output row is reduced by one thread in a fixed order, so results are bitwise
-  identical across runs and thread counts. No tensor of size ``E x C`` exists.
+- Forward visits each target's incoming edges (CSR) once: the scores go to a per-thread
+  scratch of ``deg x H``, then PyG's softmax arithmetic (max, ``exp(s - max)``,
+  ``sum + 1e-16``, division), then the weighted sum of the sources' ``h`` rows, which are
+  prefetched a few edges ahead. Saved for backward: the output and, per (target, head), the
+  log-sum-exp ``lse`` -- plus, only when ``a_dst`` needs a gradient, ``out_slope`` (the output
+  re-weighted by the LeakyReLU derivative, ``N_dst x H x C``) and ``slope_sum`` (``N_dst x
+  H``). Nothing of size ``E x C`` (or ``E x H``) is stored.
+- Backward recomputes ``alpha = exp(score - lse)``. A pass over targets gives ``D_i = g_i .
+  out_i`` (``sum_k alpha_k dL/dalpha_k``, in double) and ``grad a_dst_i = g_i . out_slope_i -
+  D_i slope_sum_i``; a pass over sources (CSC) gives ``grad h`` and ``grad a_src`` (through
+  ``h_j . sum_k f_k w_k g_i``: the per-edge work is one multiply-add per channel, no dot
+  product, and no data-dependent branch) and, when wanted, ``grad a_edge`` per edge (caller
+  order). No atomics: every output row is reduced by one thread in a fixed order, so results
+  are bitwise identical across runs and thread counts.
+- ``h``, ``a_src`` and ``a_dst`` may be column blocks of one wider tensor (any row stride,
+  contiguous rows): :class:`~gat_pyg.nn.GATConv` passes the blocks of its single projection
+  product without copying them.
 - Attention dropout evaluates the hash of :func:`gat_pyg.ops.reference.dropout_hash`
   (``csrc/dropout_hash.h``) per (edge, head) in forward and backward instead of storing a
-  mask, so both implementations drop the same entries.
-- float32, float64 and bfloat16 (accumulated in float32); int64 or int32 graph indices.
+  mask, so both implementations drop exactly the same entries.
+- float32 (``exp`` by a vectorised polynomial, within 1.4 ulp), float64 (libm ``exp``, so
+  results agree with the reference to ~1e-15) and bfloat16 (accumulated in float32); int64
+  or int32 graph indices. Indices are range-checked as the kernels read them: a bad graph
+  raises :class:`IndexError`, never touches memory out of bounds.
 """
+import hashlib
 import os
+import platform
 import threading
-import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -45,20 +58,54 @@ _SOURCES = ('segment_attention_forward.cpp', 'segment_attention_backward.cpp',
 _EXTENSION_NAME = 'gat_pyg_ops'
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _INDEX_DTYPES = (torch.int64, torch.int32)
+# -march=native: the extension is built on (and for) the machine that runs it, so its gather
+# and accumulate loops use the full vector width there (AVX2 / FMA on x86-64); the build
+# directory is keyed on the CPU too (see _source_digest). -fno-trapping-math lets GCC
+# vectorise the branch-free selects (no IEEE result changes, as in PyTorch's own build);
+# -Wno-psabi silences notes about vector arguments of inlined helpers.
+_CFLAGS = ['-O3', '-march=native', '-fopenmp', '-fno-trapping-math', '-fno-math-errno',
+           '-Wno-psabi']
 
 _lock = threading.Lock()
 _loaded = False
 _load_error: Optional[BaseException] = None
 
 
+def _cpu_signature() -> str:
+    """The CPU model and instruction-set flags (Linux), else what :mod:`platform` says: a
+    ``-march=native`` build is only valid on CPUs with the same instruction sets."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = [line for line in f if line.startswith(('model name', 'flags',
+                                                             'Features', 'CPU part'))]
+        return ''.join(sorted(set(lines)))
+    except OSError:
+        return f'{platform.machine()} {platform.processor()}'
+
+
+def _source_digest() -> str:
+    """A hash of the kernel sources, the build flags and the CPU: the build directory is keyed
+    on it, so that checkouts with different kernel versions (or machines with different
+    CPUs) sharing one cache never load (or ninja-"update") each other's builds."""
+    digest = hashlib.sha256(' '.join(_CFLAGS).encode())
+    digest.update(_cpu_signature().encode())
+    for name in sorted(os.listdir(_CSRC)):
+        if name.endswith(('.cpp', '.h')):
+            digest.update(name.encode())
+            with open(os.path.join(_CSRC, name), 'rb') as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def build_directory() -> str:
-    """Where the extension is built: ``$GAT_PYG_BUILD_DIR`` or
+    """Where the extension is built: ``<root>/<hash of the sources, flags and CPU>``, with
+    ``<root>`` the environment variable ``GAT_PYG_BUILD_DIR`` or, by default,
     ``~/.cache/gat_pyg/<torch version>``."""
-    path = os.environ.get('GAT_PYG_BUILD_DIR')
-    if not path:
+    root = os.environ.get('GAT_PYG_BUILD_DIR')
+    if not root:
         version = torch.__version__.replace('+', '_')
-        path = os.path.join(os.path.expanduser('~'), '.cache', 'gat_pyg', version)
-    return path
+        root = os.path.join(os.path.expanduser('~'), '.cache', 'gat_pyg', version)
+    return os.path.join(root, _source_digest())
 
 
 def load_library(verbose: bool = False) -> None:
@@ -83,14 +130,14 @@ def load_library(verbose: bool = False) -> None:
             load(
                 name=_EXTENSION_NAME,
                 sources=[os.path.join(_CSRC, name) for name in _SOURCES],
-                extra_cflags=['-O3', '-fopenmp'],
+                extra_cflags=_CFLAGS,
                 extra_ldflags=['-fopenmp'],
                 build_directory=directory,
                 is_python_module=False,
                 verbose=verbose,
             )
             _register_python_parts()
-        except BaseException as error:  # noqa: B036 (remember and re-raise anything)
+        except Exception as error:  # remembered: no retry (an interrupt is not remembered)
             _load_error = error
             raise
         _loaded = True
@@ -125,20 +172,22 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _fake_forward(ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge,
-                  negative_slope, dropout, seed, return_alpha):
+                  negative_slope, dropout, seed, return_alpha, save_for_a_dst):
     torch._check(h.dim() == 3, lambda: "segment_attention: 'h' must be 3-D")
     num_dst = ptr.shape[0] - 1
     heads, channels = h.shape[1], h.shape[2]
     acc = _acc_dtype(h.dtype)
-    out = h.new_empty((num_dst, heads, channels))
-    row_max = h.new_empty((num_dst, heads), dtype=acc)
-    denom = h.new_empty((num_dst, heads), dtype=acc)
-    alpha = h.new_empty((src.shape[0] if return_alpha else 0, heads))
-    return out, row_max, denom, alpha
+    slope_rows = num_dst if save_for_a_dst and a_dst is not None else 0
+    return (h.new_empty((num_dst, heads, channels)),
+            h.new_empty((num_dst, heads), dtype=acc),
+            h.new_empty((src.shape[0] if return_alpha else 0, heads)),
+            h.new_empty((slope_rows, heads, channels)),
+            h.new_empty((slope_rows, heads), dtype=acc))
 
 
 def _fake_backward(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src,
-                   a_dst, a_edge, row_max, denom, negative_slope, dropout, seed, output_mask):
+                   a_dst, a_edge, out, lse, out_slope, slope_sum, negative_slope,
+                   dropout, seed, output_mask):
     def grad(flag, like):
         return like.new_empty(like.shape) if flag and like is not None else h.new_empty((0,))
     return (grad(output_mask[0], h), grad(output_mask[1], a_src),
@@ -147,22 +196,29 @@ def _fake_backward(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_s
 
 def _setup_context(ctx, inputs, output):
     (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, negative_slope,
-     dropout, seed, return_alpha) = inputs
-    _, row_max, denom, _ = output
+     dropout, seed, return_alpha, save_for_a_dst) = inputs
+    out, lse, _, out_slope, slope_sum = output
     ctx.save_for_backward(ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge,
-                          row_max, denom, seed)
+                          out, lse, out_slope, slope_sum, seed)
     ctx.negative_slope = negative_slope
     ctx.dropout = dropout
     ctx.return_alpha = return_alpha
-    ctx.mark_non_differentiable(row_max, denom)
+    ctx.save_for_a_dst = save_for_a_dst
+    ctx.mark_non_differentiable(lse, out_slope, slope_sum)
+    # Unused output gradients stay None instead of being materialised as zeros (that would
+    # cost an [N_dst, H, C] and several [N_dst, H] fills per backward pass).
+    ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_out, grad_max, grad_denom, grad_alpha):
-    (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, row_max, denom,
-     seed) = ctx.saved_tensors
+def _backward(ctx, grad_out, grad_lse, grad_alpha, grad_out_slope, grad_slope_sum):
+    (ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge, out, lse, out_slope,
+     slope_sum, seed) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     mask = [bool(needs[6]), bool(needs[7]), bool(needs[8]) and a_dst is not None,
             bool(needs[9]) and a_edge is not None]
+    if mask[2] and not ctx.save_for_a_dst:
+        raise RuntimeError("segment_attention_fwd was called with save_for_a_dst=False, so "
+                           "it cannot give the gradient of 'a_dst'")
     if grad_out is None:
         grad_out = h.new_zeros((ptr.shape[0] - 1,) + tuple(h.shape[1:]))
     if not ctx.return_alpha:
@@ -171,11 +227,12 @@ def _backward(ctx, grad_out, grad_max, grad_denom, grad_alpha):
         grad_alpha = grad_alpha.contiguous()
     grad_h, grad_a_src, grad_a_dst, grad_a_edge = torch.ops.gat_pyg.segment_attention_bwd(
         grad_out.contiguous(), grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, h,
-        a_src, a_dst, a_edge, row_max, denom, ctx.negative_slope, ctx.dropout, seed, mask)
+        a_src, a_dst, a_edge, out, lse, out_slope, slope_sum, ctx.negative_slope,
+        ctx.dropout, seed, mask)
     return (None, None, None, None, None, None,
             grad_h if mask[0] else None, grad_a_src if mask[1] else None,
             grad_a_dst if mask[2] else None, grad_a_edge if mask[3] else None,
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 def _register_python_parts() -> None:
@@ -232,6 +289,17 @@ def _check_graph(graph: SegmentGraph, num_src: int) -> List[Tensor]:
     return [t.contiguous() for t in tensors]
 
 
+def _node_rows(t: Tensor) -> Tensor:
+    """``t`` itself if each of its rows is contiguous (the kernels take any row stride, so a
+    column block of a wider projection is read in place), else a contiguous copy."""
+    expected = 1
+    for size, stride in zip(reversed(t.shape[1:]), reversed(t.stride()[1:])):
+        if size != 1 and stride != expected:
+            return t.contiguous()
+        expected *= size
+    return t if t.stride(0) >= 0 else t.contiguous()
+
+
 def segment_attention_fused(graph: SegmentGraph, h: Tensor, a_src: Tensor,
                             a_dst: Optional[Tensor], a_edge: Optional[Tensor],
                             negative_slope: float, dropout: float = 0.0,
@@ -265,9 +333,11 @@ def segment_attention_fused(graph: SegmentGraph, h: Tensor, a_src: Tensor,
         seed = seed.reshape(()).to(device='cpu', dtype=torch.long)
     else:
         seed = None
-    out, _, _, alpha = torch.ops.gat_pyg.segment_attention_fwd(
-        *index, h.contiguous(), a_src.contiguous(),
-        None if a_dst is None else a_dst.contiguous(),
+    # The gradient of a_dst needs two extra forward results (see the backward kernel).
+    save_for_a_dst = (a_dst is not None and a_dst.requires_grad
+                      and torch.is_grad_enabled())
+    out, _, alpha, _, _ = torch.ops.gat_pyg.segment_attention_fwd(
+        *index, _node_rows(h), _node_rows(a_src), None if a_dst is None else _node_rows(a_dst),
         None if a_edge is None else a_edge.contiguous(),
-        float(negative_slope), dropout, seed, bool(return_alpha))
+        float(negative_slope), dropout, seed, bool(return_alpha), save_for_a_dst)
     return out, (alpha if return_alpha else None)

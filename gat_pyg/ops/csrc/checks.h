@@ -75,6 +75,29 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, at::Scalar
   TORCH_CHECK_VALUE(t.is_contiguous(), "segment_attention: '", name, "' must be contiguous");
 }
 
+// Like check_float_tensor, for per-node rows (h, a_src, a_dst): each row must be contiguous
+// but rows may lie any fixed distance apart (e.g. column blocks of one projection, [N, F]
+// with F >= H * C). Returns that distance (the row stride) in elements.
+inline int64_t check_node_rows(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                               at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "segment_attention: '", name,
+                    "' must be a CPU tensor (got ", t.device(), ")");
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "segment_attention: '", name, "' has dtype ",
+                   t.scalar_type(), " but 'h' has ", dtype,
+                   "; all float inputs must share one dtype");
+  TORCH_CHECK_VALUE(t.sizes() == shape, "segment_attention: '", name, "' must have shape ",
+                    shape, " (got ", t.sizes(), ")");
+  int64_t expected = 1;
+  for (int64_t d = t.dim() - 1; d >= 1; --d) {
+    TORCH_CHECK_VALUE(t.size(d) == 1 || t.stride(d) == expected, "segment_attention: the rows "
+                      "of '", name, "' must be contiguous (got strides ", t.strides(), ")");
+    expected *= t.size(d);
+  }
+  TORCH_CHECK_VALUE(t.size(0) <= 1 || t.stride(0) >= 0, "segment_attention: '", name,
+                    "' has a negative row stride");
+  return t.size(0) <= 1 ? expected : t.stride(0);
+}
+
 inline void check_dropout(double p, const std::optional<at::Tensor>& seed) {
   TORCH_CHECK_VALUE(p >= 0.0 && p <= 1.0, "segment_attention: dropout must be in [0, 1] (got ",
                     p, ")");

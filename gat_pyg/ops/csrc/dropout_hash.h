@@ -57,13 +57,13 @@ struct Params {
   uint64_t threshold = 0;  // keep iff hash >= threshold
   double scale = 1.0;      // 1 / (1 - p) for kept entries (unused when p >= 1)
 
-  // The factor m * s of an entry: 0 if dropped, else 1 / (1 - p).
+  // The factor m * s of an entry: 0 if dropped, else 1 / (1 - p). Branch-free: the keep
+  // decision is a coin flip, which a branch would mispredict half the time.
   template <typename acc_t>
   inline acc_t factor(int64_t edge_id, int64_t num_heads, int64_t head) const {
     if (!active) return acc_t(1);
-    return static_cast<uint64_t>(hash(key, edge_id, num_heads, head)) >= threshold
-               ? static_cast<acc_t>(scale)
-               : acc_t(0);
+    const bool keep = static_cast<uint64_t>(hash(key, edge_id, num_heads, head)) >= threshold;
+    return static_cast<acc_t>(scale) * static_cast<acc_t>(keep);
   }
 };
 

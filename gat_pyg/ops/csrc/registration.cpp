@@ -12,11 +12,13 @@ TORCH_LIBRARY(gat_pyg, m) {
       "segment_attention_fwd(Tensor ptr, Tensor src, Tensor perm, Tensor src_ptr, "
       "Tensor csc_dst, Tensor csc_slot, Tensor h, Tensor a_src, Tensor? a_dst, "
       "Tensor? a_edge, float negative_slope, float dropout, Tensor? seed, "
-      "bool return_alpha) -> (Tensor out, Tensor max, Tensor denom, Tensor alpha)");
+      "bool return_alpha, bool save_for_a_dst) -> (Tensor out, Tensor lse, Tensor alpha, "
+      "Tensor out_slope, Tensor slope_sum)");
   m.def(
       "segment_attention_bwd(Tensor grad_out, Tensor? grad_alpha, Tensor ptr, Tensor src, "
       "Tensor perm, Tensor src_ptr, Tensor csc_dst, Tensor csc_slot, Tensor h, "
-      "Tensor a_src, Tensor? a_dst, Tensor? a_edge, Tensor max, Tensor denom, "
+      "Tensor a_src, Tensor? a_dst, Tensor? a_edge, Tensor out, Tensor lse, "
+      "Tensor out_slope, Tensor slope_sum, "
       "float negative_slope, float dropout, Tensor? seed, bool[4] output_mask) -> "
       "(Tensor grad_h, Tensor grad_a_src, Tensor grad_a_dst, Tensor grad_a_edge)");
 }

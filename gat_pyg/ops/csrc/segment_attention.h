@@ -4,13 +4,14 @@
 // order), all contiguous and of one float dtype; the graph is SegmentGraph's CSR (ptr, src,
 // perm) and CSC (src_ptr, csc_dst, csc_slot), one index dtype (int64 or int32).
 //
-// Forward saves, per (target, head), only the softmax statistics: the maximum score and the
-// denominator sum + 1e-16 (in the accumulation dtype). Backward recomputes the attention from
-// them; nothing of size E x C is ever stored.
+// Forward saves, per (target, head), only the softmax statistic lse = max + log(sum + 1e-16)
+// (in the accumulation dtype), and, when a_dst needs a gradient, two
+// per-target sums weighted by the LeakyReLU derivative (out_slope [N_dst, H, C] and slope_sum
+// [N_dst, H]). Backward recomputes the attention from them; nothing of size E x C (or E x H,
+// except the a_edge gradient itself) is ever stored.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <array>
 #include <cstdint>
@@ -27,46 +28,37 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kBFloat16 ? at::kFloat : t;
 }
 
-// torch.nn.functional.leaky_relu and its derivative (x > 0 ? 1 : slope), as in ATen.
-template <typename T> inline T leaky_relu(T x, T slope) { return x > T(0) ? x : x * slope; }
+// The kernels' dtype dispatch: float32, float64 and bfloat16 values; int64 and int32 indices.
+// Defining GAT_PYG_FLOAT_ONLY (a developer option) builds float32 / int64 only, in a third of
+// the time.
+#ifdef GAT_PYG_FLOAT_ONLY
+#define GAT_PYG_DISPATCH_FLOATS(TYPE, NAME, ...) \
+  [&] { using scalar_t = float; return (__VA_ARGS__)(); }()
+#define GAT_PYG_DISPATCH_INDEX(TYPE, NAME, ...) \
+  [&] { using index_t = int64_t; return (__VA_ARGS__)(); }()
+#else
+#define GAT_PYG_DISPATCH_FLOATS(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+#define GAT_PYG_DISPATCH_INDEX(TYPE, NAME, ...) AT_DISPATCH_INDEX_TYPES(TYPE, NAME, __VA_ARGS__)
+#endif
 
-// Runs worker(i) for every row i in [0, n) on one OpenMP team of at::get_num_threads()
-// threads (so torch.set_num_threads applies), handing out chunks of rows dynamically. Each
-// thread builds its own worker (its scratch buffers) with make_worker(). Every output row is
-// written by exactly one worker call, so results never depend on the schedule.
-template <typename MakeWorker>
-inline void parallel_rows(int64_t n, int64_t chunk, const MakeWorker& make_worker) {
-  if (n <= 0) return;
-  const int threads = (n <= chunk || at::in_parallel_region()) ? 1 : at::get_num_threads();
-  if (threads <= 1) {
-    auto worker = make_worker();
-    for (int64_t i = 0; i < n; ++i) worker(i);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    auto worker = make_worker();
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t start = 0; start < n; start += chunk) {
-      const int64_t end = start + chunk < n ? start + chunk : n;
-      for (int64_t i = start; i < end; ++i) worker(i);
-    }
-  }
-}
+// (out, lse, alpha, out_slope, slope_sum); see registration.cpp.
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_forward(
+ForwardResult segment_attention_forward(
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& h, const at::Tensor& a_src, const std::optional<at::Tensor>& a_dst,
     const std::optional<at::Tensor>& a_edge, double negative_slope, double dropout,
-    const std::optional<at::Tensor>& seed, bool return_alpha);
+    const std::optional<at::Tensor>& seed, bool return_alpha, bool save_for_a_dst);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_backward(
     const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& h, const at::Tensor& a_src, const std::optional<at::Tensor>& a_dst,
-    const std::optional<at::Tensor>& a_edge, const at::Tensor& max, const at::Tensor& denom,
+    const std::optional<at::Tensor>& a_edge, const at::Tensor& out, const at::Tensor& lse,
+    const at::Tensor& out_slope, const at::Tensor& slope_sum,
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 4> output_mask);
 
