@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from gat_pyg.data import dataset_names, default_root, get_spec, load_dataset, random_split
-from gat_pyg.training import TrainConfig, summarize, train_run
+from gat_pyg.training import (TrainConfig, build_model, evaluate, load_checkpoint,
+                              prepare_data, summarize, train_run)
 
 
 def _positive_int(text: str) -> int:
@@ -68,10 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--split-seed', type=int, default=0,
                        help='seed of the random 20/30-per-class split for datasets '
                        'without a public one (default 0)')
+    train.add_argument('--no-normalize-features', dest='normalize_features',
+                       action='store_false', default=None,
+                       help='keep the raw features (default: row-normalised, as in the paper)')
     train.add_argument('--out', type=Path, default=None, help='write results as JSON')
+    train.add_argument('--checkpoint', type=Path, default=None,
+                       help='folder for resumable checkpoints (one file per seed); rerunning '
+                       'the same command resumes an interrupted run and skips finished ones')
+    train.add_argument('--checkpoint-every', type=_positive_int, default=10,
+                       help='epochs between checkpoints (default 10)')
+    train.add_argument('--plot', type=Path, default=None,
+                       help="write training/validation curves as a PNG (needs matplotlib: "
+                       "pip install 'gat-pyg[plot]')")
     train.add_argument('--quiet', action='store_true',
                        help='no progress bars; one log line per run')
+
+    evaluate = commands.add_parser(
+        'evaluate', help='reload trained models from a checkpoint folder and report metrics',
+        description='Rebuilds the model of every finished run in a --checkpoint folder of '
+        '`gat-pyg train`, reloads its kept weights and reports loss and accuracy on the '
+        'train/val/test splits.')
+    evaluate.add_argument('--checkpoint', type=Path, required=True,
+                          help='a checkpoint folder, or one run-seed<S>.pt file in it')
+    evaluate.add_argument('--root', type=Path, default=None,
+                          help='folder holding the datasets (as for train)')
+    evaluate.add_argument('--out', type=Path, default=None, help='write metrics as JSON')
     return parser
+
+
+def _load_data(config: TrainConfig, root: Optional[Path], dataset: str):
+    """The dataset of ``config`` with its split and preprocessing, and its class count."""
+    spec = get_spec(dataset)
+    _, data = load_dataset(spec.name if spec.family != 'CitationFull' else dataset, root)
+    if config.split_seed is not None:
+        data = random_split(data, config.split_seed)
+    return prepare_data(config, data), int(data.y.max()) + 1
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -80,34 +112,87 @@ def train_command(args: argparse.Namespace) -> int:
         spec.name, layer=args.layer, hidden=args.hidden, heads=args.heads,
         out_heads=args.out_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
+        normalize_features=args.normalize_features,
         split_seed=None if spec.public_split else args.split_seed)
-    _, data = load_dataset(spec.name if spec.family != 'CitationFull' else args.dataset,
-                           args.root)
-    if config.split_seed is not None:
-        data = random_split(data, config.split_seed)
-    num_classes = int(data.y.max()) + 1
+    if args.plot is not None:
+        from gat_pyg.plotting import require_matplotlib
+        require_matplotlib()  # fail now, not after training
+    data, num_classes = _load_data(config, args.root, args.dataset)
 
     runs = []
     for seed in range(args.seed, args.seed + args.runs):
-        run = train_run(config, data, num_classes, seed, progress=not args.quiet)
+        try:
+            run = train_run(config, data, num_classes, seed, progress=not args.quiet,
+                            checkpoint=args.checkpoint,
+                            checkpoint_every=args.checkpoint_every)
+        except KeyboardInterrupt:
+            where = (f'; rerun the same command to resume from {args.checkpoint}'
+                     if args.checkpoint is not None else '')
+            print(f'gat-pyg: interrupted{where}', file=sys.stderr)
+            return 130
         runs.append(run)
         print(f'{spec.name} [{config.layer}] seed {seed}: test_acc={run.test_acc:.4f} '
               f'val_acc={run.val_acc:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
               flush=True)
-    summary = summarize(config, runs)
+    split = None
+    if config.split_seed is not None:
+        split = {'seed': config.split_seed, 'train_per_class': 20, 'val_per_class': 30,
+                 'train': data.train_mask.nonzero().view(-1).tolist(),
+                 'val': data.val_mask.nonzero().view(-1).tolist(),
+                 'num_test': int(data.test_mask.sum())}
+    summary = summarize(config, runs, split)
     print(f"{spec.name} [{config.layer}] test accuracy over {len(runs)} run(s): "
           f"{100 * summary['test_acc_mean']:.1f} +- {100 * summary['test_acc_std']:.1f}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + '\n')
+    if args.plot is not None:
+        from gat_pyg.plotting import plot_curves
+        plot_curves(runs, args.plot, title=f'{spec.name} [{config.layer}]')
+        print(f'curves written to {args.plot}')
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    path = args.checkpoint
+    files = sorted(path.glob('run-seed*.pt')) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"No checkpoint at '{path}' (expected a folder of "
+                                f"run-seed<S>.pt files written by 'gat-pyg train "
+                                f"--checkpoint', or one such file)")
+    results = []
+    for file in files:
+        state = load_checkpoint(file)
+        if state['result'] is None:
+            print(f"{file.name}: unfinished (epoch {state['epoch']}); resume it with "
+                  f"'gat-pyg train ... --checkpoint {file.parent}'")
+            continue
+        config = TrainConfig(**state['config'])
+        data, num_classes = _load_data(config, args.root, config.dataset)
+        model = build_model(config, data.num_features, num_classes)
+        model.load_state_dict(state['stopping']['best_state'])
+        metrics = evaluate(model, data)
+        results.append({'seed': state['seed'], **metrics})
+        print(f"{config.dataset} [{config.layer}] seed {state['seed']}: "
+              + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+    if not results:
+        raise ValueError(f"No finished run in '{path}'")
+    if len(results) > 1:
+        accs = [r['test_acc'] for r in results]
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean)**2 for a in accs) / len(accs))**0.5
+        print(f'test accuracy over {len(accs)} run(s): {100 * mean:.1f} +- {100 * std:.1f}')
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({'runs': results}, indent=2) + '\n')
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {'train': train_command}[args.command](args)
-    except (FileNotFoundError, ValueError) as error:
+        return {'train': train_command, 'evaluate': evaluate_command}[args.command](args)
+    except (FileNotFoundError, ValueError, ImportError) as error:
         print(f'gat-pyg: error: {error}', file=sys.stderr)
         return 2
 

@@ -69,3 +69,136 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, '-m', 'gat_pyg', 'train', '--help'],
                             capture_output=True, text=True, check=True)
     assert '--dataset' in result.stdout and '--layer' in result.stdout
+
+
+# Checkpoints, resume, evaluate, plot ###########################################################
+
+def _final_state(folder, seed=0):
+    import torch
+    return torch.load(folder / f'run-seed{seed}.pt', weights_only=True)
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path, shared_data, capsys,
+                                                           monkeypatch):
+    """An interrupted run (Ctrl-C in epoch 23, last checkpoint at 20), rerun with the same
+    command, ends with the same kept weights, metrics and history as a run never
+    interrupted."""
+    import torch
+
+    import gat_pyg.training as training
+    flags = ['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '40',
+             '--patience', '100', '--checkpoint-every', '5', '--quiet']
+    assert main(flags + ['--checkpoint', str(tmp_path / 'straight')]) == 0
+
+    real_evaluate, calls = training.evaluate, []
+
+    def interrupting_evaluate(model, data):
+        calls.append(1)
+        if len(calls) == 23:
+            raise KeyboardInterrupt
+        return real_evaluate(model, data)
+
+    monkeypatch.setattr(training, 'evaluate', interrupting_evaluate)
+    resumed = tmp_path / 'resumed'
+    assert main(flags + ['--checkpoint', str(resumed)]) == 130
+    assert 'rerun the same command to resume' in capsys.readouterr().err
+    assert _final_state(resumed)['epoch'] == 20 and _final_state(resumed)['result'] is None
+    monkeypatch.setattr(training, 'evaluate', real_evaluate)
+    assert main(flags + ['--checkpoint', str(resumed)]) == 0
+
+    a, b = _final_state(tmp_path / 'straight'), _final_state(resumed)
+    for key, value in a['stopping']['best_state'].items():
+        assert torch.equal(value, b['stopping']['best_state'][key]), key
+    for key, value in a['model'].items():
+        assert torch.equal(value, b['model'][key]), key
+    assert a['history'] == b['history'] and a['epoch'] == b['epoch'] == 40
+    for key in ('test_acc', 'val_acc', 'val_loss', 'epochs', 'best_epoch'):
+        assert a['result'][key] == b['result'][key], key
+
+
+def test_finished_runs_are_not_trained_again(tmp_path, shared_data, capsys, monkeypatch):
+    import gat_pyg.training as training
+    flags = ['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '3',
+             '--checkpoint', str(tmp_path / 'ck'), '--quiet']
+    assert main(flags) == 0
+    first = capsys.readouterr().out
+    monkeypatch.setattr(training, 'build_model', lambda *a: pytest.fail('retrained'))
+    assert main(flags) == 0
+    assert capsys.readouterr().out.splitlines()[0].split('(')[0] == first.splitlines()[0].split('(')[0]
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path, shared_data, capsys):
+    base = ['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '3',
+            '--checkpoint', str(tmp_path / 'ck'), '--quiet']
+    assert main(base) == 0
+    assert main(base + ['--lr', '0.01']) == 2
+    assert 'other settings (lr differ)' in capsys.readouterr().err
+
+
+def test_evaluate_reloads_the_kept_models(tmp_path, shared_data, capsys):
+    folder = tmp_path / 'ck'
+    assert main(['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '15',
+                 '--runs', '2', '--checkpoint', str(folder), '--out',
+                 str(tmp_path / 'train.json'), '--quiet']) == 0
+    capsys.readouterr()
+    out = tmp_path / 'eval.json'
+    assert main(['evaluate', '--checkpoint', str(folder), '--root', str(shared_data),
+                 '--out', str(out)]) == 0
+    assert 'test accuracy over 2 run(s)' in capsys.readouterr().out
+    trained = {run['seed']: run for run in json.loads((tmp_path / 'train.json').read_text())['runs']}
+    evaluated = json.loads(out.read_text())['runs']
+    assert sorted(run['seed'] for run in evaluated) == [0, 1]
+    for run in evaluated:
+        assert run['test_acc'] == trained[run['seed']]['test_acc']
+        assert run['val_acc'] == trained[run['seed']]['val_acc']
+
+
+def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(['evaluate', '--checkpoint', str(tmp_path / 'none')]) == 2
+    assert 'No checkpoint at' in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(tmp_path, shared_data):
+    png = tmp_path / 'curves.png'
+    assert main(['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '4',
+                 '--runs', '2', '--plot', str(png), '--quiet']) == 0
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 10_000
+
+
+def test_random_split_is_saved_with_the_results(tmp_path, shared_data):
+    out = tmp_path / 'r.json'
+    assert main(['train', '--dataset', 'Photo', '--root', str(shared_data), '--epochs', '2',
+                 '--split-seed', '4', '--out', str(out), '--quiet']) == 0
+    split = json.loads(out.read_text())['split']
+    assert split['seed'] == 4 and len(split['train']) == 8 * 20 and len(split['val']) == 8 * 30
+    assert not set(split['train']) & set(split['val'])
+
+
+def test_early_stopping_follows_the_papers_rule():
+    import torch
+
+    from gat_pyg.training import EarlyStopping
+    model = torch.nn.Linear(1, 1)
+    stop = EarlyStopping(patience=2)
+    # (val_acc, val_loss): kept only where both are at least as good as the best so far.
+    history = [(0.5, 1.0), (0.6, 1.1), (0.55, 0.9), (0.6, 0.9), (0.5, 1.2), (0.59, 0.95)]
+    stops = [stop.step(epoch, acc, loss, model) for epoch, (acc, loss) in
+             enumerate(history, 1)]
+    assert stops == [False, False, False, False, False, True]
+    assert stop.best_epoch == 4 and (stop.best_acc, stop.best_loss) == (0.6, 0.9)
+
+
+def test_input_dropout_keeps_zeros_and_the_scale():
+    import torch
+
+    from gat_pyg.nn.models import input_dropout
+    torch.manual_seed(0)
+    x = (torch.rand(400, 300) < 0.05).float() * torch.rand(400, 300)
+    dropped = input_dropout(x, 0.6, training=True)
+    assert torch.equal(dropped[x == 0], torch.zeros_like(dropped[x == 0]))
+    kept = dropped[x != 0] != 0
+    assert abs(kept.float().mean().item() - 0.4) < 0.03
+    torch.testing.assert_close(dropped[x != 0][kept], x[x != 0][kept] / 0.4)
+    assert input_dropout(x, 0.6, training=False) is x
+    dense = torch.rand(50, 40) + 0.1
+    assert abs((input_dropout(dense, 0.5) != 0).float().mean().item() - 0.5) < 0.1
