@@ -160,7 +160,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"No checkpoint at '{path}' (expected a folder of "
                                 f"run-seed<S>.pt files written by 'gat-pyg train "
                                 f"--checkpoint', or one such file)")
-    results = []
+    results, loaded = [], {}
     for file in files:
         state = load_checkpoint(file)
         if state['result'] is None:
@@ -168,7 +168,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
                   f"'gat-pyg train ... --checkpoint {file.parent}'")
             continue
         config = TrainConfig(**state['config'])
-        data, num_classes = _load_data(config, args.root, config.dataset)
+        data_key = (config.dataset, config.split_seed, config.normalize_features)
+        if data_key not in loaded:  # the runs of one folder share their data
+            loaded[data_key] = _load_data(config, args.root, config.dataset)
+        data, num_classes = loaded[data_key]
         model = build_model(config, data.num_features, num_classes)
         model.load_state_dict(state['stopping']['best_state'])
         metrics = evaluate(model, data)

@@ -62,8 +62,8 @@ inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
 }
 
-// Checks a float tensor of the given dtype, device and shape.
-inline void check_float_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+// Checks the device, dtype and shape of a float input.
+inline void check_float_layout(const at::Tensor& t, const char* name, at::ScalarType dtype,
                                at::IntArrayRef shape) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), "segment_attention: '", name,
                     "' must be a CPU tensor (got ", t.device(), ")");
@@ -72,6 +72,12 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, at::Scalar
                    "; all float inputs must share one dtype");
   TORCH_CHECK_VALUE(t.sizes() == shape, "segment_attention: '", name, "' must have shape ",
                     shape, " (got ", t.sizes(), ")");
+}
+
+// Checks a contiguous float tensor of the given dtype, device and shape.
+inline void check_float_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                               at::IntArrayRef shape) {
+  check_float_layout(t, name, dtype, shape);
   TORCH_CHECK_VALUE(t.is_contiguous(), "segment_attention: '", name, "' must be contiguous");
 }
 
@@ -80,13 +86,7 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, at::Scalar
 // with F >= H * C). Returns that distance (the row stride) in elements.
 inline int64_t check_node_rows(const at::Tensor& t, const char* name, at::ScalarType dtype,
                                at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "segment_attention: '", name,
-                    "' must be a CPU tensor (got ", t.device(), ")");
-  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "segment_attention: '", name, "' has dtype ",
-                   t.scalar_type(), " but 'h' has ", dtype,
-                   "; all float inputs must share one dtype");
-  TORCH_CHECK_VALUE(t.sizes() == shape, "segment_attention: '", name, "' must have shape ",
-                    shape, " (got ", t.sizes(), ")");
+  check_float_layout(t, name, dtype, shape);
   int64_t expected = 1;
   for (int64_t d = t.dim() - 1; d >= 1; --d) {
     TORCH_CHECK_VALUE(t.size(d) == 1 || t.stride(d) == expected, "segment_attention: the rows "
