@@ -5,9 +5,16 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gat_pyg.data import dataset_names, default_root, get_spec, load_dataset, random_split
-from gat_pyg.training import (TrainConfig, build_model, evaluate, load_checkpoint,
-                              prepare_data, summarize, train_run)
+from gat_pyg.data import (MUTAG_ATOMS, dataset_names, default_root, fixed_split, get_spec,
+                          load_dataset, load_graph_dataset, random_split)
+from gat_pyg.distributed import (DistributedContext, LaunchError, init_distributed,
+                                 rank_zero_first, shutdown)
+from gat_pyg.graph_training import GraphTrainConfig
+from gat_pyg.metrics import metric_key
+from gat_pyg.nn.models.graph_gat import READOUTS
+from gat_pyg.training import (TrainConfig, build_model, describe_score, evaluate,
+                              inference_batches, load_checkpoint, prepare_data, summarize,
+                              train_run)
 
 
 def _positive_int(text: str) -> int:
@@ -31,58 +38,152 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f'expected an integer of at least 2, got {text}')
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f'expected a fraction in (0, 1), got {text}')
+    return value
+
+
+FIGURE_GRAPHS = 6  # test graphs drawn by --attention-figure
+
+# The flags that only one task takes (destination -> flag); the other task refuses them.
+NODE_ONLY_FLAGS = {'runs': '--runs', 'patience': '--patience', 'out_heads': '--out-heads',
+                   'split_seed': '--split-seed', 'split': '--split', 'residual': '--residual',
+                   'loader': '--loader', 'num_neighbors': '--num-neighbors',
+                   'eval_batch_size': '--eval-batch-size',
+                   'normalize_features': '--[no-]normalize-features', 'plot': '--plot',
+                   'ddp': '--ddp'}
+GRAPH_ONLY_FLAGS = {'readout': '--readout', 'folds': '--folds',
+                    'val_fraction': '--val-fraction',
+                    'num_layers': '--layers', 'readout_heads': '--readout-heads',
+                    'degree_features': '--no-degree-features',
+                    'attention_figure': '--attention-figure'}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='gat-pyg', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
 
     train = commands.add_parser(
-        'train', help='train a GAT on a node-classification dataset',
-        description='Trains a 2-layer GAT full-batch with the GAT paper\'s recipe and '
-        'early stopping. Every recipe default can be overridden by a flag.')
+        'train', help='train a GAT on a node- or graph-classification dataset',
+        description='--task node (default): trains a 2-layer GAT full-batch with the GAT '
+        'paper\'s recipe and early stopping. --task graph: 10-fold stratified '
+        'cross-validation of a graph classifier (GraphGAT: GAT layers, an attention or mean '
+        'readout, an MLP) on a TU dataset. Every recipe default can be overridden by a '
+        'flag; flags of the other task are refused.')
+    train.add_argument('--task', choices=('node', 'graph'), default='node',
+                       help="'node' (default) or 'graph' classification")
     train.add_argument('--dataset', required=True,
-                       help=f"one of: {', '.join(dataset_names())}")
+                       help=f"node task: one of {', '.join(dataset_names('node'))}; graph "
+                       f"task: one of {', '.join(dataset_names('graph'))}")
     train.add_argument('--root', type=Path, default=None,
                        help=f'folder holding the datasets in PyG layout (default: '
                        f'$GAT_PYG_DATA, else {default_root()})')
     train.add_argument('--layer', choices=('ours', 'pyg'), default='ours',
                        help="'ours' (gat_pyg.nn.GATConv) or 'pyg' "
                        "(torch_geometric.nn.GATConv)")
-    train.add_argument('--runs', type=_positive_int, default=1,
-                       help='repeat with seeds S..S+K-1 (default 1)')
-    train.add_argument('--seed', type=int, default=0, help='first seed (default 0)')
+    train.add_argument('--seed', type=int, default=0,
+                       help='node task: first seed; graph task: seed of the folds, weights '
+                       'and batches (default 0)')
     train.add_argument('--epochs', type=_positive_int, default=None,
-                       help='maximum epochs (default 100000)')
-    train.add_argument('--patience', type=_positive_int, default=None,
-                       help='early-stopping patience (default 100)')
+                       help='node task: maximum epochs (default 100000); graph task: epochs '
+                       f'per fold (default {GraphTrainConfig.epochs})')
     train.add_argument('--hidden', type=_positive_int, default=None,
-                       help='hidden channels per head (default 8)')
+                       help='hidden channels per head (default 8; graph task '
+                       f'{GraphTrainConfig.hidden})')
     train.add_argument('--heads', type=_positive_int, default=None,
-                       help='hidden heads (default 8)')
-    train.add_argument('--out-heads', type=_positive_int, default=None,
-                       help='output heads, averaged (default 1; PubMed 8)')
+                       help=f'hidden heads (default 8; graph task {GraphTrainConfig.heads})')
     train.add_argument('--dropout', type=_probability, default=None,
-                       help='dropout on inputs and attention (default 0.6)')
+                       help='node task: dropout on inputs and attention (default 0.6); graph '
+                       f'task: dropout in the classifier (default {GraphTrainConfig.dropout})')
+    train.add_argument('--ddp', action='store_true', default=None,
+                       help='node task with --loader neighbor: data-parallel training over '
+                       'the processes of a torchrun job (gloo on CPU, nccl on GPUs), each '
+                       "rank on its share of the seed nodes; e.g. 'torchrun "
+                       "--nproc-per-node 2 -m gat_pyg train --loader neighbor --ddp ...'")
     train.add_argument('--lr', type=_non_negative_float, default=None,
-                       help='Adam learning rate (default 0.005; PubMed 0.01)')
+                       help='Adam learning rate (default 0.005, PubMed 0.01; graph task '
+                       f'{GraphTrainConfig.lr})')
     train.add_argument('--weight-decay', type=_non_negative_float, default=None,
-                       help='L2 penalty (default 5e-4; PubMed 1e-3)')
-    train.add_argument('--split-seed', type=int, default=0,
-                       help='seed of the random 20/30-per-class split for datasets '
-                       'without a public one (default 0)')
-    train.add_argument('--no-normalize-features', dest='normalize_features',
-                       action='store_false', default=None,
-                       help='keep the raw features (default: row-normalised, as in the paper)')
+                       help='L2 penalty (default 5e-4, PubMed 1e-3; graph task '
+                       f'{GraphTrainConfig.weight_decay})')
     train.add_argument('--out', type=Path, default=None, help='write results as JSON')
     train.add_argument('--checkpoint', type=Path, default=None,
-                       help='folder for resumable checkpoints (one file per seed); rerunning '
-                       'the same command resumes an interrupted run and skips finished ones')
+                       help='folder for resumable checkpoints (one file per seed or fold); '
+                       'rerunning the same command resumes an interrupted run and skips '
+                       'finished ones')
     train.add_argument('--checkpoint-every', type=_positive_int, default=10,
                        help='epochs between checkpoints (default 10)')
-    train.add_argument('--plot', type=Path, default=None,
-                       help="write training/validation curves as a PNG (needs matplotlib: "
-                       "pip install 'gat-pyg[plot]')")
+    train.add_argument('--batch-size', type=_positive_int, default=None,
+                       help='node task with --loader neighbor: seed nodes per mini-batch '
+                       '(default 1024); graph task: graphs per batch (default '
+                       f'{GraphTrainConfig.batch_size})')
     train.add_argument('--quiet', action='store_true',
-                       help='no progress bars; one log line per run')
+                       help='no progress bars; one log line per run or fold')
+
+    node = train.add_argument_group('node task only')
+    node.add_argument('--runs', type=_positive_int, default=None,
+                      help='repeat with seeds S..S+K-1 (default 1)')
+    node.add_argument('--patience', type=_positive_int, default=None,
+                      help='early-stopping patience (default 100)')
+    node.add_argument('--out-heads', type=_positive_int, default=None,
+                      help='output heads, averaged (default 1; PubMed 8)')
+    node.add_argument('--split-seed', type=int, default=None,
+                      help='seed of the random 20/30-per-class split for datasets '
+                      'without a public one (default 0)')
+    node.add_argument('--normalize-features', action=argparse.BooleanOptionalAction,
+                      default=None,
+                      help='row-normalise the features (default: on, as in the paper; off '
+                      'for PubMed, whose TF-IDF features are used as given, and for '
+                      'Tolokers/Minesweeper)')
+    node.add_argument('--split', type=int, default=None,
+                      help='which of the fixed splits of a dataset shipped with several '
+                      '(Tolokers, Minesweeper: 0..9, default 0)')
+    node.add_argument('--residual', action='store_true', default=None,
+                      help='a linear skip connection in each layer (default: off; on for '
+                      'the heterophilous graphs)')
+    node.add_argument('--loader', choices=('full', 'neighbor'), default=None,
+                      help="'full' (full-batch, default) or 'neighbor' (mini-batches of "
+                      "sampled subgraphs, PyG's NeighborLoader)")
+    node.add_argument('--num-neighbors', type=_positive_int, nargs='+', default=None,
+                      help='with --loader neighbor: neighbours sampled per hop, one count '
+                      'per layer (default 10 10)')
+    node.add_argument('--eval-batch-size', type=_positive_int, default=None,
+                      help='with --loader neighbor: target nodes per batch of layer-wise '
+                      'inference (default 4096)')
+    node.add_argument('--plot', type=Path, default=None,
+                      help="write training/validation curves as a PNG (needs matplotlib: "
+                      "pip install 'gat-pyg[plot]')")
+
+    graph = train.add_argument_group('graph task only')
+    graph.add_argument('--readout', choices=READOUTS, default=None,
+                       help=f"graph readout: 'attention' (GlobalAttentionPool) or 'mean' "
+                       f"(default {GraphTrainConfig.readout})")
+    graph.add_argument('--folds', type=_at_least_two, default=None,
+                       help=f'cross-validation folds (default {GraphTrainConfig.folds})')
+    graph.add_argument('--val-fraction', type=_open_fraction, default=None,
+                       help='fraction of each fold\'s training graphs held out to choose '
+                       f'the epoch (default {GraphTrainConfig.val_fraction})')
+    graph.add_argument('--layers', dest='num_layers', type=_positive_int, default=None,
+                       help=f'attention layers (default {GraphTrainConfig.num_layers})')
+    graph.add_argument('--readout-heads', type=_positive_int, default=None,
+                       help='gates of the attention readout, averaged (default '
+                       f'{GraphTrainConfig.readout_heads})')
+    graph.add_argument('--no-degree-features', dest='degree_features',
+                       action='store_false', default=None,
+                       help='do not append one-hot node degrees to the node features '
+                       '(datasets without node features always get them)')
+    graph.add_argument('--attention-figure', type=Path, default=None,
+                       help='draw test graphs of the first fold with the attention '
+                       'readout\'s weights as a PNG (needs matplotlib)')
 
     evaluate = commands.add_parser(
         'evaluate', help='reload trained models from a checkpoint folder and report metrics',
@@ -103,37 +204,83 @@ def _load_data(config: TrainConfig, root: Optional[Path], dataset: str):
     _, data = load_dataset(spec.name if spec.family != 'CitationFull' else dataset, root)
     if config.split_seed is not None:
         data = random_split(data, config.split_seed)
+    if config.split is not None:
+        data = fixed_split(data, config.split)
     return prepare_data(config, data), int(data.y.max()) + 1
 
 
+def check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits with a usage error if ``args`` of ``gat-pyg train`` hold a flag of the other
+    task, or a graph flag that makes no sense with the others."""
+    other_flags = GRAPH_ONLY_FLAGS if args.task == 'node' else NODE_ONLY_FLAGS
+    given = [flag for dest, flag in other_flags.items() if getattr(args, dest) is not None]
+    if given:
+        other = 'graph' if args.task == 'node' else 'node'
+        parser.error(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
+                     f"--task {other} (this is --task {args.task})")
+    if args.task == 'graph' and args.readout == 'mean':
+        for dest, flag in (('attention_figure', '--attention-figure'),
+                           ('readout_heads', '--readout-heads')):
+            if getattr(args, dest) is not None:
+                parser.error(f'{flag} needs --readout attention')
+
+
 def train_command(args: argparse.Namespace) -> int:
+    if args.task == 'graph':
+        return graph_train_command(args)
     spec = get_spec(args.dataset)
+    if spec.task != 'node':
+        load_dataset(args.dataset, args.root)  # raises the error that names --task graph
+    num_runs = args.runs if args.runs is not None else 1
     config = TrainConfig.for_dataset(
         spec.name, layer=args.layer, hidden=args.hidden, heads=args.heads,
         out_heads=args.out_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
-        normalize_features=args.normalize_features,
-        split_seed=None if spec.public_split else args.split_seed)
+        normalize_features=args.normalize_features, split=args.split,
+        residual=args.residual, loader=args.loader, num_neighbors=args.num_neighbors,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        split_seed=None if spec.public_split else
+        (args.split_seed if args.split_seed is not None else 0))
     if args.plot is not None:
         from gat_pyg.plotting import require_matplotlib
         require_matplotlib()  # fail now, not after training
-    data, num_classes = _load_data(config, args.root, args.dataset)
+    distributed = None
+    if args.ddp:
+        if config.loader != 'neighbor':
+            raise ValueError('--ddp shares out the seed nodes of mini-batches: add '
+                             '--loader neighbor')
+        distributed = init_distributed()
+    try:
+        return _train_node_task(args, spec, config, num_runs, distributed)
+    finally:
+        shutdown()
+
+
+def _train_node_task(args: argparse.Namespace, spec, config: TrainConfig, num_runs: int,
+                     distributed: Optional[DistributedContext]) -> int:
+    with rank_zero_first(distributed):  # PyG processes the dataset into shared files
+        data, num_classes = _load_data(config, args.root, args.dataset)
+    is_main = distributed is None or distributed.is_main
 
     runs = []
-    for seed in range(args.seed, args.seed + args.runs):
+    for seed in range(args.seed, args.seed + num_runs):
         try:
             run = train_run(config, data, num_classes, seed, progress=not args.quiet,
                             checkpoint=args.checkpoint,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=args.checkpoint_every, distributed=distributed)
         except KeyboardInterrupt:
             where = (f'; rerun the same command to resume from {args.checkpoint}'
                      if args.checkpoint is not None else '')
             print(f'gat-pyg: interrupted{where}', file=sys.stderr)
             return 130
         runs.append(run)
-        print(f'{spec.name} [{config.layer}] seed {seed}: test_acc={run.test_acc:.4f} '
-              f'val_acc={run.val_acc:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
-              flush=True)
+        key = metric_key(config.metric)
+        if is_main:
+            print(f'{spec.name} [{config.layer}] seed {seed}: test_{key}={run.test_score:.4f} '
+                  f'val_{key}={run.val_score:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
+                  flush=True)
+    if not is_main:
+        return 0  # rank 0 reports and writes the results
     split = None
     if config.split_seed is not None:
         split = {'seed': config.split_seed, 'train_per_class': 20, 'val_per_class': 30,
@@ -141,8 +288,10 @@ def train_command(args: argparse.Namespace) -> int:
                  'val': data.val_mask.nonzero().view(-1).tolist(),
                  'num_test': int(data.test_mask.sum())}
     summary = summarize(config, runs, split)
-    print(f"{spec.name} [{config.layer}] test accuracy over {len(runs)} run(s): "
-          f"{100 * summary['test_acc_mean']:.1f} +- {100 * summary['test_acc_std']:.1f}")
+    if distributed is not None:
+        summary['world_size'] = distributed.world_size
+    print(f'{spec.name} [{config.layer}] '
+          + describe_score(config.metric, [run.test_score for run in runs]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + '\n')
@@ -150,6 +299,62 @@ def train_command(args: argparse.Namespace) -> int:
         from gat_pyg.plotting import plot_curves
         plot_curves(runs, args.plot, title=f'{spec.name} [{config.layer}]')
         print(f'curves written to {args.plot}')
+    return 0
+
+
+def graph_train_command(args: argparse.Namespace) -> int:
+    from gat_pyg.graph_training import (cross_validation_splits, load_data, readout_attention,
+                                        summarize_folds, train_fold)
+    spec = get_spec(args.dataset)
+    if spec.task != 'graph':
+        load_graph_dataset(args.dataset, args.root)  # raises the error that names --task node
+    config = GraphTrainConfig.with_overrides(
+        dataset=spec.name, layer=args.layer, readout=args.readout, folds=args.folds,
+        seed=args.seed, val_fraction=args.val_fraction,
+        degree_features=args.degree_features, epochs=args.epochs,
+        batch_size=args.batch_size, num_layers=args.num_layers, hidden=args.hidden,
+        heads=args.heads, readout_heads=args.readout_heads, dropout=args.dropout, lr=args.lr,
+        weight_decay=args.weight_decay)
+    if args.attention_figure is not None:
+        from gat_pyg.plotting import require_matplotlib
+        require_matplotlib()  # fail now, not after training
+    dataset = load_data(config, args.root)
+    splits = cross_validation_splits(dataset.y, config.folds, config.val_fraction,
+                                     config.seed)
+    name = f'{spec.name} [{config.layer}, {config.readout} readout]'
+    results, first_model = [], None
+    for fold, split in enumerate(splits):
+        try:
+            result, model = train_fold(config, dataset, split, fold, progress=not args.quiet,
+                                       checkpoint=args.checkpoint,
+                                       checkpoint_every=args.checkpoint_every)
+        except KeyboardInterrupt:
+            where = (f'; rerun the same command to resume from {args.checkpoint}'
+                     if args.checkpoint is not None else '')
+            print(f'gat-pyg: interrupted{where}', file=sys.stderr)
+            return 130
+        results.append(result)
+        first_model = model if fold == 0 else first_model
+        print(f'{name} fold {fold}: test_acc={result.test_acc:.4f} '
+              f'val_acc={result.val_acc:.4f} best_epoch={result.best_epoch} '
+              f'({result.seconds:.1f}s)', flush=True)
+    summary = summarize_folds(config, results, splits)
+    print(f"{name} test accuracy over {len(results)} folds: "
+          f"{100 * summary['test_acc_mean']:.1f} +- {100 * summary['test_acc_std']:.1f}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2) + '\n')
+    if args.attention_figure is not None:
+        from gat_pyg.plotting import plot_readout_attention
+        graphs = [dataset[int(i)] for i in splits[0].test[:FIGURE_GRAPHS]]
+        betas, predictions = readout_attention(first_model, graphs)
+        plot_readout_attention(
+            graphs, betas, args.attention_figure,
+            node_names=MUTAG_ATOMS if spec.name == 'MUTAG' else None,
+            titles=[f'graph {int(i)}: class {int(g.y)}, predicted {p}'
+                    for i, g, p in zip(splits[0].test, graphs, predictions)],
+            title=f'{name}, fold 0: readout attention on test graphs')
+        print(f'attention figure written to {args.attention_figure}')
     return 0
 
 
@@ -168,23 +373,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
                   f"'gat-pyg train ... --checkpoint {file.parent}'")
             continue
         config = TrainConfig(**state['config'])
-        data_key = (config.dataset, config.split_seed, config.normalize_features)
+        data_key = (config.dataset, config.split_seed, config.split, config.normalize_features)
         if data_key not in loaded:  # the runs of one folder share their data
             loaded[data_key] = _load_data(config, args.root, config.dataset)
         data, num_classes = loaded[data_key]
         model = build_model(config, data.num_features, num_classes)
         model.load_state_dict(state['stopping']['best_state'])
-        metrics = evaluate(model, data)
+        metrics = evaluate(model, data, config.metric, inference_batches(config, data))
         results.append({'seed': state['seed'], **metrics})
         print(f"{config.dataset} [{config.layer}] seed {state['seed']}: "
               + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
     if not results:
         raise ValueError(f"No finished run in '{path}'")
     if len(results) > 1:
-        accs = [r['test_acc'] for r in results]
-        mean = sum(accs) / len(accs)
-        std = (sum((a - mean)**2 for a in accs) / len(accs))**0.5
-        print(f'test accuracy over {len(accs)} run(s): {100 * mean:.1f} +- {100 * std:.1f}')
+        key = f'test_{metric_key(config.metric)}'
+        print(describe_score(config.metric, [result[key] for result in results]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({'runs': results}, indent=2) + '\n')
@@ -192,10 +395,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == 'train':
+        check_task_flags(parser, args)
     try:
         return {'train': train_command, 'evaluate': evaluate_command}[args.command](args)
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (FileNotFoundError, ValueError, ImportError, LaunchError) as error:
         print(f'gat-pyg: error: {error}', file=sys.stderr)
         return 2
 

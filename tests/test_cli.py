@@ -36,6 +36,21 @@ def test_pubmed_recipe_and_overrides():
                                                                                  1e-3, 8)
 
 
+@pytest.mark.parametrize('dataset,flag,normalized', [
+    ('Cora', None, True), ('Cora', '--no-normalize-features', False),
+    ('PubMed', None, False), ('PubMed', '--normalize-features', True)])
+def test_feature_normalisation_default_and_flags(dataset, flag, normalized, monkeypatch):
+    import gat_pyg.cli as cli
+    seen = {}
+
+    def stop(config, *args, **kwargs):
+        seen['config'] = config
+        raise ValueError('stop before loading data')
+    monkeypatch.setattr(cli, '_load_data', stop)
+    assert main(['train', '--dataset', dataset] + ([flag] if flag else [])) == 2
+    assert seen['config'].normalize_features is normalized
+
+
 def test_pyg_layer_and_random_split(tmp_path, shared_data):
     out = tmp_path / 'r.json'
     assert main(['train', '--dataset', 'Cora_ML', '--root', str(shared_data), '--epochs',
@@ -92,11 +107,11 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, shared_data
 
     real_evaluate, calls = training.evaluate, []
 
-    def interrupting_evaluate(model, data):
+    def interrupting_evaluate(*args):
         calls.append(1)
         if len(calls) == 23:
             raise KeyboardInterrupt
-        return real_evaluate(model, data)
+        return real_evaluate(*args)
 
     monkeypatch.setattr(training, 'evaluate', interrupting_evaluate)
     resumed = tmp_path / 'resumed'
@@ -180,12 +195,12 @@ def test_early_stopping_follows_the_papers_rule():
     from gat_pyg.training import EarlyStopping
     model = torch.nn.Linear(1, 1)
     stop = EarlyStopping(patience=2)
-    # (val_acc, val_loss): kept only where both are at least as good as the best so far.
+    # (val_score, val_loss): kept only where both are at least as good as the best so far.
     history = [(0.5, 1.0), (0.6, 1.1), (0.55, 0.9), (0.6, 0.9), (0.5, 1.2), (0.59, 0.95)]
     stops = [stop.step(epoch, acc, loss, model) for epoch, (acc, loss) in
              enumerate(history, 1)]
     assert stops == [False, False, False, False, False, True]
-    assert stop.best_epoch == 4 and (stop.best_acc, stop.best_loss) == (0.6, 0.9)
+    assert stop.best_epoch == 4 and (stop.best_score, stop.best_loss) == (0.6, 0.9)
 
 
 def test_input_dropout_keeps_zeros_and_the_scale():

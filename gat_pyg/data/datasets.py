@@ -1,8 +1,10 @@
-"""Real node-classification datasets through PyG's own classes, from a local root only.
+"""Real node- and graph-classification datasets through PyG's own classes, from a local
+root only.
 
 Nothing is ever downloaded: the raw files must already lie under ``root`` in PyG's layout
-(``root/<Family>/<Name>/raw/...``). They are copied once into a work folder, because PyG
-writes ``processed/`` beside ``raw/`` and the root is often shared and read-only.
+(``root/<Family>/<Name>/raw/...``, e.g. ``root/TUDataset/MUTAG/raw/MUTAG_A.txt``). They are
+copied once into a work folder, because PyG writes ``processed/`` beside ``raw/`` and the
+root is often shared and read-only.
 """
 import hashlib
 import os
@@ -25,6 +27,9 @@ class DatasetSpec:
     folder: str  # the dataset's folder under root/<family>/
     raw_files: Tuple[str, ...]
     public_split: bool
+    task: str = 'node'  # 'node': one graph, classify its nodes; 'graph': classify graphs
+    metric: str = 'accuracy'  # a key of gat_pyg.metrics.METRICS
+    fixed_splits: int = 1  # splits shipped with the data; masks [N, k] when k > 1
 
     def load(self, root: str) -> InMemoryDataset:
         import torch_geometric.datasets as pyg_datasets
@@ -36,6 +41,28 @@ def _planetoid(name: str) -> DatasetSpec:
     parts = ('x', 'tx', 'allx', 'y', 'ty', 'ally', 'graph', 'test.index')
     return DatasetSpec('Planetoid', name, name,
                        tuple(f'ind.{name.lower()}.{part}' for part in parts), True)
+
+
+def _tu_dataset(name: str, node_labels: bool = True,
+                edge_labels: bool = False) -> DatasetSpec:
+    """A TU graph-classification dataset, read as ``TUDataset(root, name)`` with its node
+    (and edge) labels one-hot encoded as features. Continuous node attributes are not
+    used (PyG's default ``use_node_attr=False``), so their file is neither needed nor
+    copied."""
+    parts = ['A', 'graph_indicator', 'graph_labels']
+    parts += ['node_labels'] if node_labels else []
+    parts += ['edge_labels'] if edge_labels else []
+    return DatasetSpec('TUDataset', name, name, tuple(f'{name}_{part}.txt' for part in parts),
+                       False, task='graph')
+
+
+def _heterophilous(name: str) -> DatasetSpec:
+    """A binary heterophilous graph of Platonov et al. (2023), read as
+    ``HeterophilousGraphDataset(root, name)`` with its 10 fixed splits (masks ``[N, 10]``)
+    and scored by ROC-AUC, as in the paper."""
+    folder = name.lower()
+    return DatasetSpec('HeterophilousGraphDataset', name, folder, (f'{folder}.npz', ), True,
+                       metric='roc_auc', fixed_splits=10)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
@@ -53,7 +80,19 @@ DATASETS: Dict[str, DatasetSpec] = {
     'citeseer_full': DatasetSpec('CitationFull', 'CiteSeer', 'citeseer', ('citeseer.npz', ),
                                  False),
     'dblp': DatasetSpec('CitationFull', 'DBLP', 'dblp', ('dblp.npz', ), False),
+    'tolokers': _heterophilous('Tolokers'),
+    'minesweeper': _heterophilous('Minesweeper'),
+    'mutag': _tu_dataset('MUTAG', edge_labels=True),
+    'proteins': _tu_dataset('PROTEINS'),
+    'enzymes': _tu_dataset('ENZYMES'),
+    'nci1': _tu_dataset('NCI1'),
+    'nci109': _tu_dataset('NCI109'),
+    'ptc_mr': _tu_dataset('PTC_MR', edge_labels=True),
+    'imdb-binary': _tu_dataset('IMDB-BINARY', node_labels=False),
+    'imdb-multi': _tu_dataset('IMDB-MULTI', node_labels=False),
 }
+# The node labels of MUTAG, in the order of its one-hot features (from its README.txt).
+MUTAG_ATOMS = ('C', 'N', 'O', 'F', 'I', 'Cl', 'Br')
 _ALIASES = {
     'amazon-computers': 'computers', 'amazoncomputers': 'computers',
     'amazon-photo': 'photo', 'amazonphoto': 'photo',
@@ -61,12 +100,14 @@ _ALIASES = {
     'coauthor-physics': 'physics', 'coauthorphysics': 'physics',
     'citationfull-cora_ml': 'cora_ml', 'citationfull-citeseer': 'citeseer_full',
     'citationfull-dblp': 'dblp',
+    'ptc-mr': 'ptc_mr', 'imdb_binary': 'imdb-binary', 'imdb_multi': 'imdb-multi',
 }
 
 
-def dataset_names() -> List[str]:
+def dataset_names(task: Optional[str] = None) -> List[str]:
+    """The known datasets (of ``task``, ``'node'`` or ``'graph'``, if given)."""
     return [f'{spec.family}/{spec.name}' if spec.family == 'CitationFull' else spec.name
-            for spec in DATASETS.values()]
+            for spec in DATASETS.values() if task is None or spec.task == task]
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -108,14 +149,14 @@ def writable_root(root: Path, spec: DatasetSpec) -> Path:
     return work
 
 
-def load_dataset(name: str, root: Optional[os.PathLike] = None) -> Tuple[DatasetSpec, Data]:
-    """Loads dataset ``name`` from ``root`` (default :func:`default_root`) with PyG's class.
-
-    Raises:
-        ValueError: unknown name.
-        FileNotFoundError: raw files missing; the message lists each expected path.
-    """
+def _load(name: str, root: Optional[os.PathLike],
+          task: str) -> Tuple[DatasetSpec, InMemoryDataset]:
+    """PyG's dataset ``name`` of ``task`` from a work copy of ``root``'s raw files."""
     spec = get_spec(name)
+    if spec.task != task:
+        other = {'node': 'node-classification', 'graph': 'graph-classification'}[spec.task]
+        raise ValueError(f"'{spec.name}' is a {other} dataset: use --task {spec.task} "
+                         f"(known for --task {task}: {', '.join(dataset_names(task))})")
     root = Path(root) if root is not None else default_root()
     raw_dir = root / spec.family / spec.folder / 'raw'
     missing = [str(raw_dir / f) for f in spec.raw_files if not (raw_dir / f).is_file()]
@@ -125,8 +166,46 @@ def load_dataset(name: str, root: Optional[os.PathLike] = None) -> Tuple[Dataset
             f"root/{spec.family}/{spec.folder}/raw/); nothing is downloaded. Missing: "
             + ', '.join(missing) + f". Pass --root (or set ${DATA_ENV}) to the folder that "
             f"holds '{spec.family}/'.")
-    dataset = spec.load(str(writable_root(root, spec)))
+    return spec, spec.load(str(writable_root(root, spec)))
+
+
+def load_dataset(name: str, root: Optional[os.PathLike] = None) -> Tuple[DatasetSpec, Data]:
+    """Loads the node-classification dataset ``name`` from ``root`` (default
+    :func:`default_root`) with PyG's class; returns its spec and its one graph.
+
+    Raises:
+        ValueError: unknown name, or a graph-classification dataset.
+        FileNotFoundError: raw files missing; the message lists each expected path.
+    """
+    spec, dataset = _load(name, root, 'node')
     return spec, dataset[0]
+
+
+def load_graph_dataset(name: str, root: Optional[os.PathLike] = None,
+                       degree_features: bool = False) -> Tuple[DatasetSpec, InMemoryDataset]:
+    """Loads the graph-classification dataset ``name`` (a TU dataset) from ``root`` (default
+    :func:`default_root`): ``TUDataset`` read from ``root/TUDataset/<NAME>/raw/``.
+
+    With ``degree_features``, each node's degree, one-hot encoded up to the largest degree
+    in the dataset (``OneHotDegree(max_degree, cat=True)``), is appended to its features.
+    Datasets without node features (IMDB-BINARY, IMDB-MULTI) always get these as their
+    only features, as in the literature (Xu et al., 2019). They come from the structure
+    alone, not from any label.
+
+    Raises:
+        ValueError: unknown name, or a node-classification dataset.
+        FileNotFoundError: raw files missing; the message lists each expected path.
+    """
+    spec, dataset = _load(name, root, 'graph')
+    if degree_features or dataset.num_node_features == 0:
+        from torch_geometric.transforms import OneHotDegree
+        from torch_geometric.utils import degree
+
+        # OneHotDegree counts the edges leaving each node (row 0 of edge_index).
+        max_degree = max(int(degree(graph.edge_index[0], graph.num_nodes).max())
+                         for graph in dataset if graph.num_nodes > 0)
+        dataset.transform = OneHotDegree(max_degree, cat=True)
+    return spec, dataset
 
 
 def random_split(data: Data, seed: int, train_per_class: int = 20,
@@ -146,4 +225,24 @@ def random_split(data: Data, seed: int, train_per_class: int = 20,
         val[members[train_per_class:train_per_class + val_per_class]] = True
     data = data.clone()
     data.train_mask, data.val_mask, data.test_mask = train, val, ~(train | val)
+    return data
+
+
+def fixed_split(data: Data, split: int) -> Data:
+    """Split ``split`` of a dataset shipped with several fixed splits (masks of shape
+    ``[N, k]``, such as the heterophilous graphs' ten): a copy whose ``train_mask``,
+    ``val_mask`` and ``test_mask`` are that split's columns, of shape ``[N]``.
+
+    Raises:
+        ValueError: If the masks are not ``[N, k]`` or ``split`` is not in ``0..k-1``.
+    """
+    if data.train_mask.dim() != 2:
+        raise ValueError('--split chooses among several fixed splits, but this dataset has '
+                         'a single split (random splits are chosen with --split-seed)')
+    num_splits = data.train_mask.size(1)
+    if not 0 <= split < num_splits:
+        raise ValueError(f'--split must lie in 0..{num_splits - 1} (got {split})')
+    data = data.clone()
+    for name in ('train_mask', 'val_mask', 'test_mask'):
+        data[name] = data[name][:, split].contiguous()
     return data

@@ -1,5 +1,6 @@
 from gat_pyg.nn.gat_conv import GATConv
 from gat_pyg.nn import dense
+from gat_pyg.nn.pool import GlobalAttentionPool
 from gat_pyg.nn import models
 
-__all__ = ['GATConv', 'dense', 'models']
+__all__ = ['GATConv', 'GlobalAttentionPool', 'dense', 'models']

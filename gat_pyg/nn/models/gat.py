@@ -5,14 +5,17 @@ and can take its weights (:meth:`GAT.load_dense`, :meth:`GAT.from_dense`), so th
 small graph the two compute the same function.
 """
 import warnings
-from typing import Optional, Sequence, Type
+from typing import Iterable, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj
+from tqdm import tqdm
 
+from gat_pyg.minibatch import full_neighborhood_loader
 from gat_pyg.nn import dense
 from gat_pyg.nn.gat_conv import GATConv
 
@@ -27,9 +30,10 @@ def input_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     more than a quarter of their entries nonzero go to ``F.dropout``."""
     if not training or p == 0.0:
         return x
-    nonzero = x.nonzero(as_tuple=True)
-    if p >= 1.0 or nonzero[0].numel() > x.numel() // 4:
+    # Count first: the indices of a dense input would cost 16 bytes per entry.
+    if p >= 1.0 or int(torch.count_nonzero(x)) > x.numel() // 4:
         return F.dropout(x, p, training)
+    nonzero = x.nonzero(as_tuple=True)
     keep = torch.rand(nonzero[0].numel(), dtype=x.dtype, device=x.device) >= p
     return torch.zeros_like(x).index_put_(nonzero, x[nonzero] * keep / (1.0 - p))
 
@@ -106,6 +110,12 @@ class GAT(nn.Module):
     (initialised to zero, so a fresh or :meth:`load_dense`-ed model computes the dense
     model's function).
 
+    With :obj:`residual=True` each layer adds a learned linear map of its own input,
+    :math:`\mathrm{GATConv}(\mathbf{X}, \mathcal{E}) + \mathbf{X}\mathbf{W}_{res}`
+    (:class:`~gat_pyg.nn.GATConv`'s :obj:`residual`), so that a node's own features are
+    not averaged away with its neighbours' (which helps on heterophilous graphs such as
+    Tolokers); such a model has no dense counterpart.
+
     Attention dropout in training mode draws its mask differently from the dense model
     (see :class:`~gat_pyg.nn.GATConv`), so only eval-mode outputs match.
 
@@ -122,15 +132,19 @@ class GAT(nn.Module):
         conv (type, optional): The attention layer class; pass
             :class:`torch_geometric.nn.GATConv` to run the same model on PyG's layer.
             (default: :class:`gat_pyg.nn.GATConv`)
+        residual (bool, optional): Whether each layer adds a linear skip connection.
+            (default: :obj:`False`)
 
     Shapes:
         - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)` (source
           row, target row; any form :class:`~gat_pyg.nn.GATConv` accepts)
         - **output:** log-probabilities :math:`(N, C)`
     """
+    num_layers = 2
+
     def __init__(self, nfeat: int, nhid: int, nclass: int, dropout: float, alpha: float,
                  nheads: int, out_heads: int = 1,
-                 conv: Type[MessagePassing] = GATConv) -> None:
+                 conv: Type[MessagePassing] = GATConv, residual: bool = False) -> None:
         super().__init__()
         self.nfeat = nfeat
         self.nhid = nhid
@@ -139,15 +153,42 @@ class GAT(nn.Module):
         self.alpha = alpha
         self.nheads = nheads
         self.out_heads = out_heads
+        self.residual = residual
         self.conv1 = conv(nfeat, nhid, heads=nheads, concat=True, negative_slope=alpha,
-                          dropout=dropout)
+                          dropout=dropout, residual=residual)
         self.conv2 = conv(nhid * nheads, nclass, heads=out_heads, concat=False,
-                          negative_slope=alpha, dropout=dropout)
+                          negative_slope=alpha, dropout=dropout, residual=residual)
 
     def reset_parameters(self) -> None:
         """Re-initialises both layers (Glorot weights, zero biases)."""
         self.conv1.reset_parameters()
         self.conv2.reset_parameters()
+
+    def layer(self, index: int, x: Tensor, edge_index: Adj,
+              num_targets: Optional[int] = None) -> Tensor:
+        r"""Layer ``index`` (0 or 1) of the model: dropout on its input, the attention
+        layer, ELU, and for the last layer the log-softmax.
+
+        Args:
+            index (int): The layer, :obj:`0` or :obj:`1`.
+            x (torch.Tensor): The layer's input :math:`(N, \cdot)`.
+            edge_index (torch.Tensor or SparseTensor): Graph connectivity.
+            num_targets (int, optional): If given, the layer runs on the bipartite graph
+                from all :math:`N` nodes to the first :math:`N_t` = :obj:`num_targets`
+                (every edge must end at one of them) and returns their outputs only.
+
+        Returns:
+            torch.Tensor: The layer's output :math:`(N, \cdot)`, or :math:`(N_t, \cdot)`.
+        """
+        conv = (self.conv1, self.conv2)[index]
+        drop = input_dropout if index == 0 else F.dropout
+        x = drop(x, self.dropout, training=self.training)
+        if num_targets is None:
+            out = conv(x, edge_index)
+        else:
+            out = conv((x, x[:num_targets]), edge_index, size=(x.size(0), num_targets))
+        out = F.elu(out)
+        return F.log_softmax(out, dim=1) if index == self.num_layers - 1 else out
 
     def forward(self, x: Tensor, edge_index: Adj) -> Tensor:
         r"""Runs the model.
@@ -160,11 +201,70 @@ class GAT(nn.Module):
         Returns:
             torch.Tensor: Log-probabilities :math:`(N, C)`.
         """
-        x = input_dropout(x, self.dropout, training=self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, training=self.training)
-        x = F.elu(self.conv2(x, edge_index))
-        return F.log_softmax(x, dim=1)
+        for index in range(self.num_layers):
+            x = self.layer(index, x, edge_index)
+        return x
+
+    @torch.no_grad()
+    def inference(self, x_all: Tensor, loader: Union[Tensor, Iterable[Data]],
+                  batch_size: int = 1024, progress: bool = False) -> Tensor:
+        r"""Layer-wise inference over the whole graph, without sampling, as
+        :meth:`torch_geometric.nn.models.basic_gnn.BasicGNN.inference`: for each layer in
+        turn, the layer is computed for every node, batch by batch of target nodes, from
+        the previous layer's output for the batch's complete one-hop neighbourhood. Memory
+        is bounded by the largest batch's neighbourhood (plus two :math:`(N, \cdot)`
+        tensors), not by the whole graph's, and the result equals the eval-mode
+        :meth:`forward` (up to the order of floating-point sums).
+
+        Each batch runs as a bipartite graph, from its neighbourhood's nodes to its
+        targets, which are its first ``batch.batch_size`` nodes.
+
+        Args:
+            x_all (torch.Tensor): Node features :math:`(N, F)`.
+            loader (torch.Tensor or iterable of Data): The graph as ``edge_index``
+                :math:`(2, E)`, batched here by
+                :func:`~gat_pyg.minibatch.full_neighborhood_loader`; or batches of that
+                form (``n_id``, ``batch_size``, ``edge_index`` with every edge ending at
+                one of the first ``batch_size`` nodes), e.g. that loader built once and
+                reused, or a list of its batches. Every node must be a target once.
+            batch_size (int, optional): Target nodes per batch when ``loader`` is an
+                ``edge_index``. (default: :obj:`1024`)
+            progress (bool, optional): Show a progress bar. (default: :obj:`False`)
+
+        Returns:
+            torch.Tensor: Log-probabilities :math:`(N, C)`.
+
+        Raises:
+            RuntimeError: In training mode (call :meth:`eval` first).
+            ValueError: If the batches do not make every node a target exactly once.
+        """
+        if self.training:
+            raise RuntimeError('GAT.inference runs in eval mode: call model.eval() first')
+        num_nodes = x_all.size(0)
+        if isinstance(loader, Tensor):
+            loader = full_neighborhood_loader(loader, num_nodes, batch_size)
+        bar = tqdm(total=self.num_layers * num_nodes, desc='Inference', disable=not progress,
+                   leave=False)
+        for index in range(self.num_layers):
+            out: Optional[Tensor] = None
+            covered = torch.zeros(num_nodes, dtype=torch.long, device=x_all.device)
+            for batch in loader:
+                targets = batch.n_id[:batch.batch_size]
+                h = self.layer(index, x_all[batch.n_id], batch.edge_index,
+                               num_targets=batch.batch_size)
+                if out is None:
+                    out = h.new_empty(num_nodes, h.size(1))
+                out[targets] = h
+                covered[targets] += 1
+                bar.update(targets.numel())
+            if out is None or not bool((covered == 1).all()):
+                raise ValueError(f'GAT.inference: the batches must make each of the '
+                                 f'{num_nodes} nodes a target exactly once '
+                                 f'({int((covered == 0).sum())} missed, '
+                                 f'{int((covered > 1).sum())} repeated)')
+            x_all = out
+        bar.close()
+        return x_all
 
     def _check_dense(self, model: 'dense.GAT') -> None:
         if not isinstance(model, dense.GAT):
@@ -226,5 +326,6 @@ class GAT(nn.Module):
         return model
 
     def __repr__(self) -> str:
+        residual = ', residual=True' if self.residual else ''
         return (f'{self.__class__.__name__}({self.nfeat}, {self.nhid}, {self.nclass}, '
-                f'heads={self.nheads})')
+                f'heads={self.nheads}{residual})')
