@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from gat_pyg.data import (MUTAG_ATOMS, dataset_names, default_root, fixed_split, get_spec,
-                          load_dataset, load_graph_dataset, random_split)
+                          load_dataset, load_graph_dataset, random_split, synthetic_graph)
 from gat_pyg.distributed import (DistributedContext, LaunchError, init_distributed,
                                  rank_zero_first, shutdown)
 from gat_pyg.graph_training import GraphTrainConfig
 from gat_pyg.metrics import metric_key
 from gat_pyg.nn.models.graph_gat import READOUTS
-from gat_pyg.training import (TrainConfig, build_model, describe_score, evaluate,
-                              inference_batches, load_checkpoint, prepare_data, summarize,
-                              train_run)
+from gat_pyg.training import (SYNTHETIC, SYNTHETIC_EPOCHS, TrainConfig, build_model,
+                              describe_score, evaluate, inference_batches, load_checkpoint,
+                              prepare_data, summarize, train_run)
 
 
 def _positive_int(text: str) -> int:
@@ -38,6 +38,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _even(text: str) -> int:
+    value = int(text)
+    if value < 0 or value % 2:
+        raise argparse.ArgumentTypeError(f'expected an even non-negative integer, got {text}')
+    return value
+
+
 def _at_least_two(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -54,13 +61,16 @@ def _open_fraction(text: str) -> float:
 
 FIGURE_GRAPHS = 6  # test graphs drawn by --attention-figure
 
+# The flags that only --dataset synthetic takes (destination -> flag).
+SYNTHETIC_FLAGS = {'nodes': '--nodes', 'edges': '--edges', 'features': '--features',
+                   'classes': '--classes', 'graph_seed': '--graph-seed'}
 # The flags that only one task takes (destination -> flag); the other task refuses them.
 NODE_ONLY_FLAGS = {'runs': '--runs', 'patience': '--patience', 'out_heads': '--out-heads',
                    'split_seed': '--split-seed', 'split': '--split', 'residual': '--residual',
                    'loader': '--loader', 'num_neighbors': '--num-neighbors',
                    'eval_batch_size': '--eval-batch-size',
                    'normalize_features': '--[no-]normalize-features', 'plot': '--plot',
-                   'ddp': '--ddp'}
+                   'ddp': '--ddp', **SYNTHETIC_FLAGS}
 GRAPH_ONLY_FLAGS = {'readout': '--readout', 'folds': '--folds',
                     'val_fraction': '--val-fraction',
                     'num_layers': '--layers', 'readout_heads': '--readout-heads',
@@ -82,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--task', choices=('node', 'graph'), default='node',
                        help="'node' (default) or 'graph' classification")
     train.add_argument('--dataset', required=True,
-                       help=f"node task: one of {', '.join(dataset_names('node'))}; graph "
-                       f"task: one of {', '.join(dataset_names('graph'))}")
+                       help=f"node task: one of {', '.join(dataset_names('node'))}, or "
+                       f"'{SYNTHETIC}' (a generated graph, see --nodes); graph task: one "
+                       f"of {', '.join(dataset_names('graph'))}")
     train.add_argument('--root', type=Path, default=None,
                        help=f'folder holding the datasets in PyG layout (default: '
                        f'$GAT_PYG_DATA, else {default_root()})')
@@ -94,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='node task: first seed; graph task: seed of the folds, weights '
                        'and batches (default 0)')
     train.add_argument('--epochs', type=_positive_int, default=None,
-                       help='node task: maximum epochs (default 100000); graph task: epochs '
+                       help=f'node task: maximum epochs (default 100000, {SYNTHETIC} '
+                       f'{SYNTHETIC_EPOCHS}); graph task: epochs '
                        f'per fold (default {GraphTrainConfig.epochs})')
     train.add_argument('--hidden', type=_positive_int, default=None,
                        help='hidden channels per head (default 8; graph task '
@@ -163,6 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write training/validation curves as a PNG (needs matplotlib: "
                       "pip install 'gat-pyg[plot]')")
 
+    synthetic = train.add_argument_group(
+        f'--dataset {SYNTHETIC} only',
+        'a degree-corrected stochastic block model with power-law degrees and Gaussian '
+        'class-mean features (gat_pyg.data.synthetic_graph), split 60/20/20 at random; '
+        f'features are not normalised and --epochs defaults to {SYNTHETIC_EPOCHS}')
+    synthetic.add_argument('--nodes', type=_positive_int, default=None,
+                           help='number of nodes (required)')
+    synthetic.add_argument('--edges', type=_even, default=None,
+                           help='number of directed edges, even: every edge is stored in '
+                           'both directions (required)')
+    synthetic.add_argument('--features', type=_positive_int, default=None,
+                           help='node features (default 128)')
+    synthetic.add_argument('--classes', type=_at_least_two, default=None,
+                           help='classes (default 8)')
+    synthetic.add_argument('--graph-seed', type=int, default=None,
+                           help='seed of the graph, its features and split (default 0)')
+
     graph = train.add_argument_group('graph task only')
     graph.add_argument('--readout', choices=READOUTS, default=None,
                        help=f"graph readout: 'attention' (GlobalAttentionPool) or 'mean' "
@@ -200,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_data(config: TrainConfig, root: Optional[Path], dataset: str):
     """The dataset of ``config`` with its split and preprocessing, and its class count."""
+    if config.synthetic is not None:
+        return prepare_data(config, synthetic_graph(**config.synthetic)), \
+            config.synthetic['num_classes']
     spec = get_spec(dataset)
     _, data = load_dataset(spec.name if spec.family != 'CitationFull' else dataset, root)
     if config.split_seed is not None:
@@ -218,6 +250,19 @@ def check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         other = 'graph' if args.task == 'node' else 'node'
         parser.error(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
                      f"--task {other} (this is --task {args.task})")
+    if args.task == 'node':
+        given = [flag for dest, flag in SYNTHETIC_FLAGS.items()
+                 if getattr(args, dest) is not None]
+        if args.dataset == SYNTHETIC:
+            if args.nodes is None or args.edges is None:
+                parser.error(f'--dataset {SYNTHETIC} needs --nodes and --edges')
+            for dest, flag in (('split_seed', '--split-seed'), ('split', '--split')):
+                if getattr(args, dest) is not None:
+                    parser.error(f'{flag} does not apply to --dataset {SYNTHETIC}: its '
+                                 'random split comes with the graph (--graph-seed)')
+        elif given:
+            parser.error(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                         f'to --dataset {SYNTHETIC}')
     if args.task == 'graph' and args.readout == 'mean':
         for dest, flag in (('attention_figure', '--attention-figure'),
                            ('readout_heads', '--readout-heads')):
@@ -228,19 +273,28 @@ def check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def train_command(args: argparse.Namespace) -> int:
     if args.task == 'graph':
         return graph_train_command(args)
-    spec = get_spec(args.dataset)
-    if spec.task != 'node':
-        load_dataset(args.dataset, args.root)  # raises the error that names --task graph
+    if args.dataset == SYNTHETIC:
+        name, split_seed = SYNTHETIC, None
+        synthetic = {'num_nodes': args.nodes, 'num_edges': args.edges,
+                     'num_features': args.features if args.features is not None else 128,
+                     'num_classes': args.classes if args.classes is not None else 8,
+                     'seed': args.graph_seed if args.graph_seed is not None else 0}
+    else:
+        spec = get_spec(args.dataset)
+        if spec.task != 'node':
+            load_dataset(args.dataset, args.root)  # raises the error that names --task graph
+        name, synthetic = spec.name, None
+        split_seed = None if spec.public_split else (
+            args.split_seed if args.split_seed is not None else 0)
     num_runs = args.runs if args.runs is not None else 1
     config = TrainConfig.for_dataset(
-        spec.name, layer=args.layer, hidden=args.hidden, heads=args.heads,
+        name, layer=args.layer, hidden=args.hidden, heads=args.heads,
         out_heads=args.out_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
         normalize_features=args.normalize_features, split=args.split,
         residual=args.residual, loader=args.loader, num_neighbors=args.num_neighbors,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-        split_seed=None if spec.public_split else
-        (args.split_seed if args.split_seed is not None else 0))
+        split_seed=split_seed, synthetic=synthetic)
     if args.plot is not None:
         from gat_pyg.plotting import require_matplotlib
         require_matplotlib()  # fail now, not after training
@@ -251,12 +305,12 @@ def train_command(args: argparse.Namespace) -> int:
                              '--loader neighbor')
         distributed = init_distributed()
     try:
-        return _train_node_task(args, spec, config, num_runs, distributed)
+        return _train_node_task(args, config, num_runs, distributed)
     finally:
         shutdown()
 
 
-def _train_node_task(args: argparse.Namespace, spec, config: TrainConfig, num_runs: int,
+def _train_node_task(args: argparse.Namespace, config: TrainConfig, num_runs: int,
                      distributed: Optional[DistributedContext]) -> int:
     with rank_zero_first(distributed):  # PyG processes the dataset into shared files
         data, num_classes = _load_data(config, args.root, args.dataset)
@@ -276,7 +330,7 @@ def _train_node_task(args: argparse.Namespace, spec, config: TrainConfig, num_ru
         runs.append(run)
         key = metric_key(config.metric)
         if is_main:
-            print(f'{spec.name} [{config.layer}] seed {seed}: test_{key}={run.test_score:.4f} '
+            print(f'{config.dataset} [{config.layer}] seed {seed}: test_{key}={run.test_score:.4f} '
                   f'val_{key}={run.val_score:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
                   flush=True)
     if not is_main:
@@ -290,14 +344,14 @@ def _train_node_task(args: argparse.Namespace, spec, config: TrainConfig, num_ru
     summary = summarize(config, runs, split)
     if distributed is not None:
         summary['world_size'] = distributed.world_size
-    print(f'{spec.name} [{config.layer}] '
+    print(f'{config.dataset} [{config.layer}] '
           + describe_score(config.metric, [run.test_score for run in runs]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + '\n')
     if args.plot is not None:
         from gat_pyg.plotting import plot_curves
-        plot_curves(runs, args.plot, title=f'{spec.name} [{config.layer}]')
+        plot_curves(runs, args.plot, title=f'{config.dataset} [{config.layer}]')
         print(f'curves written to {args.plot}')
     return 0
 
@@ -373,7 +427,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
                   f"'gat-pyg train ... --checkpoint {file.parent}'")
             continue
         config = TrainConfig(**state['config'])
-        data_key = (config.dataset, config.split_seed, config.split, config.normalize_features)
+        data_key = (config.dataset, config.split_seed, config.split, config.normalize_features,
+                    json.dumps(config.synthetic, sort_keys=True))
         if data_key not in loaded:  # the runs of one folder share their data
             loaded[data_key] = _load_data(config, args.root, config.dataset)
         data, num_classes = loaded[data_key]

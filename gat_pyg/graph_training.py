@@ -40,7 +40,7 @@ class GraphTrainConfig:
     degree_features: bool = True  # one-hot node degrees appended to the node features
     epochs: int = 100
     batch_size: int = 32
-    num_layers: int = 4
+    num_layers: int = 3
     hidden: int = 8  # channels per head
     heads: int = 4
     readout_heads: int = 1
@@ -56,6 +56,8 @@ class GraphTrainConfig:
 
 @dataclass
 class FoldResult:
+    """One fold: test accuracy of the kept epoch, its validation accuracy and loss, and
+    the per-epoch history (``train_loss``, ``val_loss``, ``val_acc``)."""
     fold: int
     test_acc: float
     val_acc: float
@@ -167,7 +169,8 @@ def evaluate(model: GraphGAT, batches: Sequence[Batch]) -> Dict[str, float]:
 
 
 @torch.no_grad()
-def readout_attention(model: GraphGAT, graphs: Sequence[Data]) -> Tuple[List[Tensor], List[int]]:
+def readout_attention(model: GraphGAT,
+                      graphs: Sequence[Data]) -> Tuple[List[Tensor], List[int]]:
     r"""The attention readout's :math:`\beta` over the nodes of each of ``graphs``
     (averaged over the readout's gates; each sums to one) and the predicted classes, in
     eval mode."""

@@ -73,9 +73,10 @@ def plot_readout_attention(graphs: Sequence['Data'], betas: Sequence['Tensor'], 
     relative = [beta.detach().double() * beta.numel() for beta in betas]
     vmax = max(float(weights.max()) for weights in relative)
     rows = -(-len(graphs) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.0 * rows),
-                             squeeze=False)
-    cmap = plt.get_cmap('viridis')
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns + 1.2, 3.6 * rows),
+                             squeeze=False, layout='constrained')
+    cmap = plt.get_cmap('coolwarm')  # blue: below the uniform weight, red: above
+    norm = matplotlib.colors.TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=max(vmax, 1.01))
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k >= len(graphs):
@@ -88,16 +89,15 @@ def plot_readout_attention(graphs: Sequence['Data'], betas: Sequence['Tensor'], 
             kinds = graphs[k].x[:, :len(node_names)].argmax(dim=-1).tolist()
             labels = {node: node_names[kind] for node, kind in enumerate(kinds)}
         nx.draw_networkx_edges(graph, layout, ax=ax, edge_color='0.6', width=1.5)
-        nx.draw_networkx_nodes(graph, layout, ax=ax, node_color=weights, cmap=cmap,
-                               vmin=0.0, vmax=vmax,
+        nx.draw_networkx_nodes(graph, layout, ax=ax, node_color=norm(weights), cmap=cmap,
+                               vmin=0.0, vmax=1.0,
                                node_size=[120 + 480 * w / vmax for w in weights],
                                edgecolors='0.2', linewidths=0.5)
         if labels is not None:
-            nx.draw_networkx_labels(graph, layout, labels, ax=ax, font_size=7,
-                                    font_color='white')
+            nx.draw_networkx_labels(graph, layout, labels, ax=ax, font_size=7)
         if titles is not None:
             ax.set_title(titles[k], fontsize=9)
-    colorbar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0.0, vmax), cmap=cmap),
+    colorbar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap),
                             ax=axes.ravel().tolist(), shrink=0.7)
     colorbar.set_label(r'readout weight $\beta_i \cdot |V|$ (1 = uniform, as in a mean)')
     if title:

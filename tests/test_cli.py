@@ -217,3 +217,55 @@ def test_input_dropout_keeps_zeros_and_the_scale():
     assert input_dropout(x, 0.6, training=False) is x
     dense = torch.rand(50, 40) + 0.1
     assert abs((input_dropout(dense, 0.5) != 0).float().mean().item() - 0.5) < 0.1
+
+
+# The synthetic dataset ########################################################################
+
+def test_synthetic_graph_trains_evaluates_and_records_its_arguments(tmp_path, capsys):
+    out, folder = tmp_path / 'r.json', tmp_path / 'ck'
+    assert main(['train', '--dataset', 'synthetic', '--nodes', '3000', '--edges', '60000',
+                 '--features', '32', '--classes', '4', '--graph-seed', '7', '--epochs', '40',
+                 '--checkpoint', str(folder), '--out', str(out), '--quiet']) == 0
+    result = json.loads(out.read_text())
+    config = result['config']
+    assert config['synthetic'] == {'num_nodes': 3000, 'num_edges': 60000, 'num_features': 32,
+                                   'num_classes': 4, 'seed': 7}
+    assert config['normalize_features'] is False and 'split' not in result
+    run = result['runs'][0]
+    assert run['epochs'] == 40
+    assert run['test_acc'] > 0.5  # chance is 0.25: the GAT learns the planted classes
+    capsys.readouterr()
+    evaluated = tmp_path / 'eval.json'
+    assert main(['evaluate', '--checkpoint', str(folder), '--out', str(evaluated)]) == 0
+    assert json.loads(evaluated.read_text())['runs'][0]['test_acc'] == run['test_acc']
+
+
+def test_synthetic_recipe_defaults():
+    from gat_pyg.training import SYNTHETIC_EPOCHS, TrainConfig
+    config = TrainConfig.for_dataset('synthetic', synthetic={'num_nodes': 10, 'num_edges': 0})
+    assert (config.heads, config.hidden, config.epochs, config.normalize_features) == (
+        8, 8, SYNTHETIC_EPOCHS, False)
+    with pytest.raises(ValueError, match='--nodes and --edges'):
+        TrainConfig.for_dataset('synthetic')
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--dataset', 'synthetic', '--nodes', '100'], 'needs --nodes and --edges'),
+    (['--dataset', 'synthetic', '--nodes', '100', '--edges', '301'], 'expected an even'),
+    (['--dataset', 'synthetic', '--nodes', '100', '--edges', '300', '--split-seed', '1'],
+     '--split-seed does not apply to --dataset synthetic'),
+    (['--dataset', 'Cora', '--nodes', '100', '--edges', '300'],
+     '--nodes, --edges only apply to --dataset synthetic'),
+    (['--task', 'graph', '--dataset', 'MUTAG', '--graph-seed', '1'],
+     '--graph-seed only applies to --task node'),
+])
+def test_synthetic_flags_are_checked(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['train', *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_synthetic_generator_errors_are_reported(capsys):
+    assert main(['train', '--dataset', 'synthetic', '--nodes', '10', '--edges', '4']) == 2
+    assert "'num_nodes' must be at least 2 * num_classes" in capsys.readouterr().err

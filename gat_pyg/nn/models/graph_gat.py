@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import MLP, MessagePassing, global_mean_pool
-from torch_geometric.nn.inits import reset
 from torch_geometric.typing import Adj, OptTensor
 
 from gat_pyg.nn.gat_conv import GATConv
@@ -20,31 +19,37 @@ READOUTS = ('attention', 'mean')
 class GraphGAT(torch.nn.Module):
     r"""Graph classification with graph attention layers and a global readout.
 
-    :math:`L` layers of :math:`K` concatenated attention heads of size :math:`F'` (with
-    edge features :math:`\mathbf{e}_{ji}` if :obj:`edge_dim` is set) compute
+    :math:`L` layers of :math:`K` concatenated attention heads of size :math:`F'`, each with
+    a linear skip connection (and edge features :math:`\mathbf{e}_{ji}` if :obj:`edge_dim`
+    is set), compute
 
     .. math::
         \mathbf{h}_i^{(\ell)} = \mathrm{ELU}\Big(\mathrm{BN}\big(\mathrm{GATConv}_\ell
         (\mathbf{h}^{(\ell-1)}, \mathcal{E}, \mathbf{e})_i\big)\Big), \qquad
-        \mathbf{h}_i^{(0)} = \mathbf{x}_i,
+        \mathbf{h}_i^{(0)} = \mathbf{x}_i.
 
-    with dropout on the input of each layer. The node representation read out is the
-    concatenation of all layers' outputs (jumping knowledge, Xu et al., 2018),
-    :math:`\mathbf{z}_i = \mathbf{h}_i^{(1)} \,\Vert\, \cdots \,\Vert\, \mathbf{h}_i^{(L)}`,
-    or :math:`\mathbf{h}_i^{(L)}` alone with :obj:`jumping_knowledge=False`. Each graph
-    :math:`g` is pooled into
+    The readout pools the input features and the outputs of all layers (jumping
+    knowledge, Xu et al., 2018),
+    :math:`\mathbf{z}_i = \mathbf{x}_i \,\Vert\, \mathbf{h}_i^{(1)} \,\Vert\, \cdots
+    \,\Vert\, \mathbf{h}_i^{(L)}`, over each graph :math:`g`:
 
     .. math::
         \mathbf{r}_g = \sum_{i \in \mathcal{V}_g} \beta_i \mathbf{z}_i, \qquad
         \beta_i = \mathrm{softmax}_{i \in \mathcal{V}_g}\big(\mathbf{w}^{\top}
         \mathbf{z}_i + b\big)
 
-    by :class:`~gat_pyg.nn.GlobalAttentionPool` (:obj:`readout='attention'`; with
+    with :class:`~gat_pyg.nn.GlobalAttentionPool` (:obj:`readout='attention'`; with
     :obj:`readout_heads` :math:`> 1`, one gate :math:`(\mathbf{w}_k, b_k)` per head and the
-    head readouts averaged), or with :math:`\beta_i = 1 / |\mathcal{V}_g|`
+    head readouts averaged), or :math:`\beta_i = 1 / |\mathcal{V}_g|`
     (:obj:`readout='mean'`, :func:`~torch_geometric.nn.global_mean_pool`). Both readouts
-    pool the same :math:`\mathbf{z}_i`, so the models differ only in :math:`\beta`. A
-    two-layer MLP with ReLU and dropout maps :math:`\mathbf{r}_g` to class logits.
+    pool the same :math:`\mathbf{z}_i` and the models are otherwise the same, down to their
+    initial weights: the gate starts at zero, so the attention readout starts as the mean
+    readout and learns where to deviate from it. Since neither readout can see how large a
+    graph is (a sum readout could), the classifier, a two-layer MLP with ReLU and dropout,
+    also gets :math:`\log |\mathcal{V}_g|` (unless :obj:`graph_size=False`):
+
+    .. math::
+        \mathbf{y}_g = \mathrm{MLP}\big(\mathbf{r}_g \,\Vert\, \log |\mathcal{V}_g|\big).
 
     Args:
         in_channels (int): Number of node features :math:`F`.
@@ -58,11 +63,10 @@ class GraphGAT(torch.nn.Module):
             (default: :obj:`1`)
         edge_dim (int, optional): Number of edge features, passed to every layer.
             (default: :obj:`None`)
-        dropout (float, optional): Dropout on the input of every attention layer and in the
-            classifier. (default: :obj:`0.0`)
-        jumping_knowledge (bool, optional): Read out the concatenation of all layers'
-            outputs instead of the last one. (default: :obj:`True`)
-        batch_norm (bool, optional): Batch normalisation after each attention layer.
+        dropout (float, optional): Dropout in the classifier. (default: :obj:`0.5`)
+        residual (bool, optional): Give each attention layer its linear skip connection
+            (``GATConv(..., residual=True)``). (default: :obj:`True`)
+        graph_size (bool, optional): Append :math:`\log |\mathcal{V}_g|` to the readout.
             (default: :obj:`True`)
         conv (type, optional): The attention layer class; pass
             :class:`torch_geometric.nn.GATConv` to run the same model on PyG's layer.
@@ -75,10 +79,9 @@ class GraphGAT(torch.nn.Module):
           :obj:`return_attention_weights=True`, also :math:`\beta` :math:`(N, K_r)`
     """
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 4, heads: int = 4, readout: str = 'attention',
+                 num_layers: int = 3, heads: int = 4, readout: str = 'attention',
                  readout_heads: int = 1, edge_dim: Optional[int] = None,
-                 dropout: float = 0.5, residual: bool = True, mlp: bool = True,
-                 graph_size: bool = True,
+                 dropout: float = 0.5, residual: bool = True, graph_size: bool = True,
                  conv: Type[MessagePassing] = GATConv) -> None:
         super().__init__()
         if readout not in READOUTS:
@@ -101,17 +104,12 @@ class GraphGAT(torch.nn.Module):
         self.convs = torch.nn.ModuleList(
             conv(in_channels if layer == 0 else width, hidden_channels, heads=heads,
                  edge_dim=edge_dim, residual=residual) for layer in range(num_layers))
-        self.updates = torch.nn.ModuleList(
-            (torch.nn.Sequential(torch.nn.BatchNorm1d(width), torch.nn.ReLU(),
-                                 torch.nn.Linear(width, width), torch.nn.BatchNorm1d(width),
-                                 torch.nn.ReLU()) if mlp else
-             torch.nn.Sequential(torch.nn.BatchNorm1d(width), torch.nn.ELU()))
-            for _ in range(num_layers))
+        self.norms = torch.nn.ModuleList(
+            torch.nn.BatchNorm1d(width) for _ in range(num_layers))
         readout_channels = in_channels + num_layers * width
         self.classifier = MLP([readout_channels + int(graph_size), width, out_channels],
                               dropout=dropout, norm=None)
-        # Built last, so that both readouts start from the same weights elsewhere, and
-        # with a zero gate, so that the attention readout starts as the mean readout.
+        # Built last, so that both readouts draw the same initial weights for the rest.
         self.pool: Optional[GlobalAttentionPool] = None
         if readout == 'attention':
             self.pool = GlobalAttentionPool(
@@ -120,11 +118,10 @@ class GraphGAT(torch.nn.Module):
             self._zero_gate()
 
     def reset_parameters(self) -> None:
-        """Re-initialises every layer."""
-        for conv in self.convs:
+        """Re-initialises every layer (the readout's gate to zero)."""
+        for conv, norm in zip(self.convs, self.norms):
             conv.reset_parameters()
-        for update in self.updates:
-            reset(update)
+            norm.reset_parameters()
         self.classifier.reset_parameters()
         if self.pool is not None:
             self.pool.reset_parameters()
@@ -141,9 +138,9 @@ class GraphGAT(torch.nn.Module):
         r"""The node representations :math:`\mathbf{z}` that the readout pools,
         :math:`(N, F + L K F')`."""
         outputs: List[Tensor] = [x]
-        for conv, update in zip(self.convs, self.updates):
+        for conv, norm in zip(self.convs, self.norms):
             x = conv(x, edge_index, edge_attr) if self.edge_dim else conv(x, edge_index)
-            x = update(x)
+            x = F.elu(norm(x))
             outputs.append(x)
         return torch.cat(outputs, dim=-1)
 
