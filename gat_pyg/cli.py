@@ -3,7 +3,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from gat_pyg.data import (MUTAG_ATOMS, dataset_names, default_root, fixed_split, get_spec,
                           load_dataset, load_graph_dataset, random_split, synthetic_graph)
@@ -17,46 +17,26 @@ from gat_pyg.training import (SYNTHETIC, SYNTHETIC_EPOCHS, TrainConfig, build_mo
                               prepare_data, summarize, train_run)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
+def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool],
+             expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then refuse values that ``accept``
+    rejects with 'expected <expected>'."""
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {text}')
+        return value
+    parse.__name__ = convert.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f'expected a probability in [0, 1), got {text}')
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0.0:
-        raise argparse.ArgumentTypeError(f'expected a non-negative number, got {text}')
-    return value
-
-
-def _even(text: str) -> int:
-    value = int(text)
-    if value < 0 or value % 2:
-        raise argparse.ArgumentTypeError(f'expected an even non-negative integer, got {text}')
-    return value
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f'expected an integer of at least 2, got {text}')
-    return value
-
-
-def _open_fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f'expected a fraction in (0, 1), got {text}')
-    return value
+_positive_int = _checked(int, lambda value: value >= 1, 'a positive integer')
+_at_least_two = _checked(int, lambda value: value >= 2, 'an integer of at least 2')
+_even = _checked(int, lambda value: value >= 0 and value % 2 == 0,
+                 'an even non-negative integer')
+_probability = _checked(float, lambda value: 0.0 <= value < 1.0, 'a probability in [0, 1)')
+_non_negative_float = _checked(float, lambda value: value >= 0.0, 'a non-negative number')
+_open_fraction = _checked(float, lambda value: 0.0 < value < 1.0, 'a fraction in (0, 1)')
 
 
 FIGURE_GRAPHS = 6  # test graphs drawn by --attention-figure

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ['DistributedContext', 'LaunchError', 'TORCHRUN_VARIABLES', 'init_distributed', 'wrap_model',
-           'all_gather_objects', 'barrier', 'rank_zero_first', 'shutdown']
+__all__ = ['DistributedContext', 'LaunchError', 'TORCHRUN_VARIABLES', 'init_distributed',
+           'wrap_model', 'all_gather_objects', 'barrier', 'rank_zero_first', 'shutdown']
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 

@@ -412,7 +412,8 @@ def train_run(config: TrainConfig, data: Data, num_classes: int, seed: int,
 
     start = time.perf_counter()
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f'{config.dataset} seed {seed}',
-               disable=not progress or rank != 0, leave=False, initial=first_epoch - 1, total=config.epochs)
+               disable=not progress or rank != 0, leave=False, initial=first_epoch - 1,
+               total=config.epochs)
     epoch = first_epoch - 1
     for epoch in bar:
         loss = run_epoch(epoch)

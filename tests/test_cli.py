@@ -139,7 +139,8 @@ def test_finished_runs_are_not_trained_again(tmp_path, shared_data, capsys, monk
     first = capsys.readouterr().out
     monkeypatch.setattr(training, 'build_model', lambda *a: pytest.fail('retrained'))
     assert main(flags) == 0
-    assert capsys.readouterr().out.splitlines()[0].split('(')[0] == first.splitlines()[0].split('(')[0]
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.split('(')[0] == first.splitlines()[0].split('(')[0]
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path, shared_data, capsys):
@@ -160,7 +161,8 @@ def test_evaluate_reloads_the_kept_models(tmp_path, shared_data, capsys):
     assert main(['evaluate', '--checkpoint', str(folder), '--root', str(shared_data),
                  '--out', str(out)]) == 0
     assert 'test accuracy over 2 run(s)' in capsys.readouterr().out
-    trained = {run['seed']: run for run in json.loads((tmp_path / 'train.json').read_text())['runs']}
+    trained = {run['seed']: run
+               for run in json.loads((tmp_path / 'train.json').read_text())['runs']}
     evaluated = json.loads(out.read_text())['runs']
     assert sorted(run['seed'] for run in evaluated) == [0, 1]
     for run in evaluated:

@@ -98,6 +98,37 @@ inline int64_t check_node_rows(const at::Tensor& t, const char* name, at::Scalar
   return t.size(0) <= 1 ? expected : t.stride(0);
 }
 
+// The sizes of one op call, read from its checked inputs.
+struct AttentionSizes {
+  at::ScalarType dtype;
+  int64_t num_src, num_dst, E, H, C;
+  int64_t h_row, a_src_row, a_dst_row;  // row strides of h, a_src, a_dst, in elements
+};
+
+// Checks the inputs that the forward and backward ops share (the graph, h, a_src, a_dst,
+// a_edge) and returns their sizes.
+inline AttentionSizes check_attention_inputs(const GraphArgs& g, const at::Tensor& h,
+                                             const at::Tensor& a_src,
+                                             const std::optional<at::Tensor>& a_dst,
+                                             const std::optional<at::Tensor>& a_edge) {
+  TORCH_CHECK_VALUE(h.dim() == 3, "segment_attention: 'h' must be [num_src, heads, channels] "
+                    "(got shape ", h.sizes(), ")");
+  AttentionSizes s;
+  s.dtype = h.scalar_type();
+  TORCH_CHECK_TYPE(is_supported_float(s.dtype), "segment_attention: float32, float64 or "
+                   "bfloat16 inputs expected (got ", s.dtype, ")");
+  s.num_src = h.size(0);
+  s.H = h.size(1);
+  s.C = h.size(2);
+  s.E = check_graph(g, s.num_src);
+  s.num_dst = g.ptr.numel() - 1;
+  s.h_row = check_node_rows(h, "h", s.dtype, h.sizes());
+  s.a_src_row = check_node_rows(a_src, "a_src", s.dtype, {s.num_src, s.H});
+  s.a_dst_row = a_dst ? check_node_rows(*a_dst, "a_dst", s.dtype, {s.num_dst, s.H}) : s.H;
+  if (a_edge) check_float_tensor(*a_edge, "a_edge", s.dtype, {s.E, s.H});
+  return s;
+}
+
 inline void check_dropout(double p, const std::optional<at::Tensor>& seed) {
   TORCH_CHECK_VALUE(p >= 0.0 && p <= 1.0, "segment_attention: dropout must be in [0, 1] (got ",
                     p, ")");

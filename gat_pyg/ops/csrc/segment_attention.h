@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 namespace gat_pyg {
 
@@ -41,6 +42,26 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 #define GAT_PYG_DISPATCH_INDEX(TYPE, NAME, ...) AT_DISPATCH_INDEX_TYPES(TYPE, NAME, __VA_ARGS__)
 #endif
+
+// Calls run(std::integral_constant<int, CT>{}) with the channel count C as a compile-time
+// constant CT for the common sizes, so that the per-channel loops unroll and vectorise;
+// other sizes get CT = 0 and loop over the runtime C.
+template <typename Run>
+void dispatch_channels(int64_t C, const Run& run) {
+  switch (C) {
+    case 8: return run(std::integral_constant<int, 8>{});
+    case 16: return run(std::integral_constant<int, 16>{});
+    case 32: return run(std::integral_constant<int, 32>{});
+    case 64: return run(std::integral_constant<int, 64>{});
+    default: return run(std::integral_constant<int, 0>{});
+  }
+}
+
+// The data of an optional tensor argument, or nullptr.
+template <typename T>
+const T* optional_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
 
 // (out, lse, alpha, out_slope, slope_sum); see registration.cpp.
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

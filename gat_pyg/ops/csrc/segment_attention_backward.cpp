@@ -379,22 +379,6 @@ void run_backward(const BackwardArgs<scalar_t, index_t>& args) {
     parallel_rows(args.num_src, 64, [&] { return SourceWorker<scalar_t, index_t, CT>(args); });
 }
 
-template <typename scalar_t, typename index_t>
-void dispatch_backward(const BackwardArgs<scalar_t, index_t>& args) {
-  switch (args.C) {
-    case 8: return run_backward<scalar_t, index_t, 8>(args);
-    case 16: return run_backward<scalar_t, index_t, 16>(args);
-    case 32: return run_backward<scalar_t, index_t, 32>(args);
-    case 64: return run_backward<scalar_t, index_t, 64>(args);
-    default: return run_backward<scalar_t, index_t, 0>(args);
-  }
-}
-
-template <typename T>
-const T* optional_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_backward(
@@ -406,18 +390,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_bac
     const at::Tensor& out_slope, const at::Tensor& slope_sum,
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 4> output_mask) {
-  TORCH_CHECK_VALUE(h.dim() == 3, "segment_attention: 'h' must be [num_src, heads, channels] "
-                    "(got shape ", h.sizes(), ")");
-  const auto dtype = h.scalar_type();
-  TORCH_CHECK_TYPE(is_supported_float(dtype), "segment_attention: float32, float64 or "
-                   "bfloat16 inputs expected (got ", dtype, ")");
-  const int64_t num_src = h.size(0), H = h.size(1), C = h.size(2);
-  const int64_t E = check_graph({ptr, src, perm, src_ptr, csc_dst, csc_slot}, num_src);
-  const int64_t num_dst = ptr.numel() - 1;
-  const int64_t h_row = check_node_rows(h, "h", dtype, h.sizes());
-  const int64_t a_src_row = check_node_rows(a_src, "a_src", dtype, {num_src, H});
-  const int64_t a_dst_row = a_dst ? check_node_rows(*a_dst, "a_dst", dtype, {num_dst, H}) : H;
-  if (a_edge) check_float_tensor(*a_edge, "a_edge", dtype, {E, H});
+  const AttentionSizes sizes = check_attention_inputs(
+      {ptr, src, perm, src_ptr, csc_dst, csc_slot}, h, a_src, a_dst, a_edge);
+  const auto dtype = sizes.dtype;
+  const int64_t num_src = sizes.num_src, num_dst = sizes.num_dst, E = sizes.E, H = sizes.H,
+                C = sizes.C;
   check_float_tensor(grad_out, "grad_out", dtype, {num_dst, H, C});
   check_float_tensor(out, "out", dtype, {num_dst, H, C});
   const bool use_grad_alpha = grad_alpha.has_value() && grad_alpha->numel() > 0;
@@ -478,9 +455,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_bac
           target_d.data_ptr<double>(),
           out_ptr(grad_h, need_h), out_ptr(grad_a_src, need_src),
           out_ptr(grad_a_dst, need_dst), out_ptr(grad_a_edge, need_edge),
-          num_src, num_dst, E, H, C, h_row, a_src_row, a_dst_row,
+          num_src, num_dst, E, H, C, sizes.h_row, sizes.a_src_row, sizes.a_dst_row,
           static_cast<acc_t>(negative_slope), drop, &bad};
-      dispatch_backward(args);
+      dispatch_channels(args.C, [&](auto channels) {
+        run_backward<scalar_t, index_t, decltype(channels)::value>(args);
+      });
     });
   });
   bad.raise();
