@@ -196,11 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         'evaluate', help='reload trained models from a checkpoint folder and report metrics',
-        description='Rebuilds the model of every finished run in a --checkpoint folder of '
-        '`gat-pyg train`, reloads its kept weights and reports loss and accuracy on the '
-        'train/val/test splits.')
+        description='Rebuilds the model of every finished run (node task) or fold (graph '
+        'task) in a --checkpoint folder of `gat-pyg train`, reloads its kept weights and '
+        'reports loss and accuracy: on the train/val/test splits of a run, on the '
+        'validation and test graphs of a fold.')
     evaluate.add_argument('--checkpoint', type=Path, required=True,
-                          help='a checkpoint folder, or one run-seed<S>.pt file in it')
+                          help='a checkpoint folder, or one run-seed<S>.pt or fold-<K>.pt '
+                          'file in it')
     evaluate.add_argument('--root', type=Path, default=None,
                           help='folder holding the datasets (as for train)')
     evaluate.add_argument('--out', type=Path, default=None, help='write metrics as JSON')
@@ -351,7 +353,7 @@ def graph_train_command(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay)
     if args.attention_figure is not None:
         from gat_pyg.plotting import require_matplotlib
-        require_matplotlib()  # fail now, not after training
+        require_matplotlib('--attention-figure')  # fail now, not after training
     dataset = load_data(config, args.root)
     splits = cross_validation_splits(dataset.y, config.folds, config.val_fraction,
                                      config.seed)
@@ -392,25 +394,15 @@ def graph_train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
-    path = args.checkpoint
-    files = sorted(path.glob('run-seed*.pt')) if path.is_dir() else [path]
-    if not files or not all(f.is_file() for f in files):
-        raise FileNotFoundError(f"No checkpoint at '{path}' (expected a folder of "
-                                f"run-seed<S>.pt files written by 'gat-pyg train "
-                                f"--checkpoint', or one such file)")
+def _evaluate_runs(states: List[dict], root: Optional[Path]) -> List[dict]:
+    """Tests again the kept models of finished node-task runs."""
     results, loaded = [], {}
-    for file in files:
-        state = load_checkpoint(file)
-        if state['result'] is None:
-            print(f"{file.name}: unfinished (epoch {state['epoch']}); resume it with "
-                  f"'gat-pyg train ... --checkpoint {file.parent}'")
-            continue
+    for state in states:
         config = TrainConfig(**state['config'])
         data_key = (config.dataset, config.split_seed, config.split, config.normalize_features,
                     json.dumps(config.synthetic, sort_keys=True))
         if data_key not in loaded:  # the runs of one folder share their data
-            loaded[data_key] = _load_data(config, args.root, config.dataset)
+            loaded[data_key] = _load_data(config, root, config.dataset)
         data, num_classes = loaded[data_key]
         model = build_model(config, data.num_features, num_classes)
         model.load_state_dict(state['stopping']['best_state'])
@@ -418,14 +410,62 @@ def evaluate_command(args: argparse.Namespace) -> int:
         results.append({'seed': state['seed'], **metrics})
         print(f"{config.dataset} [{config.layer}] seed {state['seed']}: "
               + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
-    if not results:
-        raise ValueError(f"No finished run in '{path}'")
     if len(results) > 1:
         key = f'test_{metric_key(config.metric)}'
         print(describe_score(config.metric, [result[key] for result in results]))
+    return results
+
+
+def _evaluate_folds(states: List[dict], root: Optional[Path]) -> List[dict]:
+    """Tests again the kept models of finished cross-validation folds (one folder, so one
+    recipe: ``gat-pyg train`` refuses to mix them)."""
+    from gat_pyg.graph_training import (cross_validation_splits, evaluate_kept_model,
+                                        load_data)
+    config = GraphTrainConfig(**states[0]['config'])
+    dataset = load_data(config, root)
+    splits = cross_validation_splits(dataset.y, config.folds, config.val_fraction,
+                                     config.seed)
+    results = []
+    for state in states:
+        metrics = evaluate_kept_model(config, dataset, splits[state['fold']],
+                                      state['best']['state'])
+        results.append({'fold': state['fold'], **metrics})
+        print(f"{config.dataset} [{config.layer}, {config.readout} readout] fold "
+              f"{state['fold']}: " + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+    accs = [result['test_acc'] for result in results]
+    mean = sum(accs) / len(accs)
+    std = (sum((acc - mean) ** 2 for acc in accs) / len(accs)) ** 0.5
+    print(f'test accuracy over {len(accs)} folds: {100 * mean:.1f} +- {100 * std:.1f}')
+    return results
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    path = args.checkpoint
+    files = [path]
+    if path.is_dir():
+        files = sorted(path.glob('run-seed*.pt')) + sorted(
+            path.glob('fold-*.pt'), key=lambda file: int(file.stem.split('-')[1]))
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"No checkpoint at '{path}' (expected a folder of "
+                                f"run-seed<S>.pt or fold-<K>.pt files written by 'gat-pyg "
+                                f"train --checkpoint', or one such file)")
+    finished = []
+    for file in files:
+        state = load_checkpoint(file)
+        if state['result'] is None:
+            print(f"{file.name}: unfinished (epoch {state['epoch']}); resume it with "
+                  f"'gat-pyg train ... --checkpoint {file.parent}'")
+        else:
+            finished.append(state)
+    if not finished:
+        raise ValueError(f"No finished run in '{path}'")
+    if 'fold' in finished[0]:
+        document = {'folds': _evaluate_folds(finished, args.root)}
+    else:
+        document = {'runs': _evaluate_runs(finished, args.root)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({'runs': results}, indent=2) + '\n')
+        args.out.write_text(json.dumps(document, indent=2) + '\n')
     return 0
 
 

@@ -181,6 +181,24 @@ def readout_attention(model: GraphGAT,
     return list(beta.mean(dim=-1).split(batch.ptr.diff().tolist())), logits.argmax(-1).tolist()
 
 
+def _eval_batches(dataset: Dataset, index: Tensor) -> List[Batch]:
+    return list(DataLoader(dataset[index], batch_size=256))
+
+
+def evaluate_kept_model(config: GraphTrainConfig, dataset: Dataset, split: FoldSplit,
+                        weights: Dict[str, Tensor]) -> Dict[str, float]:
+    """Rebuilds the model of ``config`` with ``weights`` (a fold's kept state) and returns
+    its ``val_loss``, ``val_acc``, ``test_loss`` and ``test_acc`` on ``split``."""
+    model = build_graph_model(config, dataset.num_features, dataset.num_classes,
+                              edge_dim_of(dataset))
+    model.load_state_dict(weights)
+    metrics = {}
+    for part in ('val', 'test'):
+        for key, value in evaluate(model, _eval_batches(dataset, getattr(split, part))).items():
+            metrics[f'{part}_{key}'] = value
+    return metrics
+
+
 def fold_checkpoint_path(directory: Path, fold: int) -> Path:
     """The checkpoint file of ``fold`` in ``directory``."""
     return Path(directory) / f'fold-{fold}.pt'
@@ -221,7 +239,7 @@ def train_fold(config: GraphTrainConfig, dataset: Dataset, split: FoldSplit, fol
     # A list of the graphs (the dataset's transform applied once) collates much faster.
     loader = DataLoader(list(dataset[split.train]), batch_size=config.batch_size,
                         shuffle=True, generator=shuffle)
-    val_batches = list(DataLoader(dataset[split.val], batch_size=256))
+    val_batches = _eval_batches(dataset, split.val)
     history: Dict[str, List[float]] = {'train_loss': [], 'val_loss': [], 'val_acc': []}
     best: Dict[str, Any] = {'epoch': 0, 'acc': -1.0, 'loss': float('inf'), 'state': None}
     first_epoch, seconds = 1, 0.0
@@ -271,7 +289,7 @@ def train_fold(config: GraphTrainConfig, dataset: Dataset, split: FoldSplit, fol
     if best['state'] is None:
         raise ValueError(f'no epoch ran (epochs={config.epochs})')
     model.load_state_dict(best['state'])
-    test = evaluate(model, list(DataLoader(dataset[split.test], batch_size=256)))
+    test = evaluate(model, _eval_batches(dataset, split.test))
     result = FoldResult(fold=fold, test_acc=test['acc'], val_acc=best['acc'],
                         val_loss=best['loss'], best_epoch=best['epoch'], epochs=config.epochs,
                         seconds=seconds + time.perf_counter() - start, history=history)

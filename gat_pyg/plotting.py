@@ -11,12 +11,13 @@ if TYPE_CHECKING:
     from torch_geometric.data import Data
 
 
-def require_matplotlib() -> None:
-    """Raises :class:`ImportError` with the install command if matplotlib is missing."""
+def require_matplotlib(flag: str = '--plot') -> None:
+    """Raises :class:`ImportError` naming ``flag`` and the install command if matplotlib is
+    missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
-        raise ImportError("--plot needs matplotlib: pip install 'gat-pyg[plot]'") from error
+        raise ImportError(f"{flag} needs matplotlib: pip install 'gat-pyg[plot]'") from error
 
 
 def plot_curves(runs: Sequence[RunResult], path: Path, title: str = '') -> None:
@@ -63,7 +64,7 @@ def plot_readout_attention(graphs: Sequence['Data'], betas: Sequence['Tensor'], 
     so that 1 is the uniform weight of a mean readout. With ``node_names``, nodes are
     labelled by the name of their one-hot feature (its first ``len(node_names)``
     columns), e.g. MUTAG's atom types (:data:`gat_pyg.data.MUTAG_ATOMS`)."""
-    require_matplotlib()
+    require_matplotlib('--attention-figure')
     import matplotlib
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt

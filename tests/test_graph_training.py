@@ -251,6 +251,23 @@ def test_resume_after_interruption_gives_identical_results(tmp_path, shared_data
     assert first == second
 
 
+def test_evaluate_reloads_the_kept_model_of_every_fold(tmp_path, shared_data, capsys):
+    folder = tmp_path / 'ck'
+    assert main(_graph_flags(shared_data, '--checkpoint', str(folder), '--seed', '3',
+                             '--out', str(tmp_path / 'train.json'))) == 0
+    capsys.readouterr()
+    out = tmp_path / 'eval.json'
+    assert main(['evaluate', '--checkpoint', str(folder), '--root', str(shared_data),
+                 '--out', str(out)]) == 0
+    assert 'test accuracy over 2 folds' in capsys.readouterr().out
+    trained = json.loads((tmp_path / 'train.json').read_text())['folds']
+    evaluated = json.loads(out.read_text())['folds']
+    assert [fold['fold'] for fold in evaluated] == [0, 1]
+    for before, after in zip(trained, evaluated):
+        assert after['test_acc'] == before['test_acc'] and after['val_acc'] == before['val_acc']
+        assert after['val_loss'] == pytest.approx(before['val_loss'], rel=1e-6)
+
+
 def test_checkpoint_of_other_settings_is_refused(tmp_path, shared_data, capsys):
     flags = _graph_flags(shared_data, '--checkpoint', str(tmp_path / 'ck'))
     assert main(flags) == 0
@@ -319,3 +336,17 @@ def test_readout_attention_of_a_trained_fold(shared_data):
         assert float(beta.sum()) == pytest.approx(1.0) and bool((beta > 0).all())
     assert len(predictions) == 4 and set(predictions) <= {0, 1}
     assert result.epochs == 1 and result.best_epoch == 1
+
+
+def test_attention_figure_without_matplotlib_names_its_flag(tmp_path, monkeypatch, capsys):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith('matplotlib'):
+            raise ImportError('No module named matplotlib')
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_matplotlib)
+    assert main(['train', '--task', 'graph', '--dataset', 'MUTAG', '--root', str(tmp_path),
+                 '--attention-figure', str(tmp_path / 'beta.png')]) == 2
+    assert "--attention-figure needs matplotlib: pip install" in capsys.readouterr().err
