@@ -55,6 +55,7 @@ GRAPH_ONLY_FLAGS = {'readout': '--readout', 'folds': '--folds',
                     'val_fraction': '--val-fraction',
                     'num_layers': '--layers', 'readout_heads': '--readout-heads',
                     'degree_features': '--no-degree-features',
+                    'node_attributes': '--node-attributes',
                     'attention_figure': '--attention-figure'}
 
 
@@ -190,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                        action='store_false', default=None,
                        help='do not append one-hot node degrees to the node features '
                        '(datasets without node features always get them)')
+    graph.add_argument('--node-attributes', action='store_true', default=None,
+                       help='use the continuous node attributes of datasets that have them '
+                       '(ENZYMES, PROTEINS), standardised, before the one-hot labels')
     graph.add_argument('--attention-figure', type=Path, default=None,
                        help='draw test graphs of the first fold with the attention '
                        'readout\'s weights as a PNG (needs matplotlib)')
@@ -347,7 +351,8 @@ def graph_train_command(args: argparse.Namespace) -> int:
     config = GraphTrainConfig.with_overrides(
         dataset=spec.name, layer=args.layer, readout=args.readout, folds=args.folds,
         seed=args.seed, val_fraction=args.val_fraction,
-        degree_features=args.degree_features, epochs=args.epochs,
+        degree_features=args.degree_features, node_attributes=args.node_attributes,
+        epochs=args.epochs,
         batch_size=args.batch_size, num_layers=args.num_layers, hidden=args.hidden,
         heads=args.heads, readout_heads=args.readout_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay)

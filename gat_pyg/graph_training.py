@@ -38,6 +38,7 @@ class GraphTrainConfig:
     seed: int = 0  # draws the folds, the validation split, the weights and the batches
     val_fraction: float = 0.1  # of each fold's training graphs, held out for selection
     degree_features: bool = True  # one-hot node degrees appended to the node features
+    node_attributes: bool = False  # continuous node attributes (standardised) as features
     epochs: int = 100
     batch_size: int = 32
     num_layers: int = 3
@@ -131,7 +132,8 @@ def cross_validation_splits(labels: Tensor, num_folds: int, val_fraction: float,
 def load_data(config: GraphTrainConfig, root: Optional[os.PathLike] = None) -> Dataset:
     """The dataset of ``config``, with its node features (see
     :func:`gat_pyg.data.load_graph_dataset`)."""
-    return load_graph_dataset(config.dataset, root, config.degree_features)[1]
+    return load_graph_dataset(config.dataset, root, config.degree_features,
+                              config.node_attributes)[1]
 
 
 def build_graph_model(config: GraphTrainConfig, num_features: int, num_classes: int,

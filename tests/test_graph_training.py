@@ -163,6 +163,44 @@ def test_degree_features_and_featureless_datasets(shared_data):
     assert len(imdb) == 1000 and imdb.num_features == 136  # one-hot degrees 0..135
 
 
+def test_node_attributes_come_standardised_before_the_labels(shared_data):
+    from gat_pyg.data import load_graph_dataset
+    _, labels_only = load_graph_dataset('ENZYMES', shared_data)
+    _, with_attributes = load_graph_dataset('ENZYMES', shared_data, node_attributes=True)
+    assert labels_only.num_features == 3 and with_attributes.num_features == 18 + 3
+    x = torch.cat([graph.x for graph in with_attributes])
+    assert x[:, :18].mean(0).abs().max() < 1e-4
+    assert torch.allclose(x[:, :18].std(0), torch.ones(18), atol=1e-4)
+    assert torch.equal(x[:, 18:], torch.cat([graph.x for graph in labels_only]))
+    raw = torch.tensor([[float(v) for v in line.split(',')] for line in (
+        shared_data / 'TUDataset' / 'ENZYMES' / 'raw' / 'ENZYMES_node_attributes.txt'
+    ).read_text().splitlines()[:5]])
+    scale = (x[1, :18] - x[0, :18]) / (raw[1] - raw[0]).where(raw[1] != raw[0], torch.nan)
+    assert (scale[~scale.isnan()] > 0).all()  # an affine, increasing map of the raw values
+
+
+def test_cli_node_attributes_flag(tmp_path, shared_data):
+    out = tmp_path / 'r.json'
+    assert main(['train', '--task', 'graph', '--dataset', 'ENZYMES', '--root',
+                 str(shared_data), '--folds', '2', '--epochs', '1', '--node-attributes',
+                 '--quiet', '--out', str(out)]) == 0
+    assert json.loads(out.read_text())['config']['node_attributes'] is True
+
+
+def test_node_attributes_errors(shared_data, tmp_path):
+    import shutil
+
+    from gat_pyg.data import load_graph_dataset
+    with pytest.raises(ValueError, match="'MUTAG' has no continuous node attributes"):
+        load_graph_dataset('MUTAG', shared_data, node_attributes=True)
+    raw = tmp_path / 'TUDataset' / 'ENZYMES' / 'raw'
+    shutil.copytree(shared_data / 'TUDataset' / 'ENZYMES' / 'raw', raw)
+    (raw / 'ENZYMES_node_attributes.txt').unlink()
+    load_graph_dataset('ENZYMES', tmp_path)  # labels alone need no attribute file
+    with pytest.raises(FileNotFoundError, match='ENZYMES_node_attributes.txt'):
+        load_graph_dataset('ENZYMES', tmp_path, node_attributes=True)
+
+
 # The command #####################################################################################
 
 def _graph_flags(shared_data, *extra):
@@ -302,6 +340,7 @@ def test_missing_files_name_the_expected_path(tmp_path, capsys):
      '--patience, --plot only apply to --task node'),
     (['--readout', 'mean'], '--readout only applies to --task graph'),
     (['--folds', '5'], '--folds only applies to --task graph'),
+    (['--node-attributes'], '--node-attributes only applies to --task graph'),
     (['--task', 'graph', '--folds', '1'], 'expected an integer of at least 2'),
     (['--task', 'graph', '--readout', 'max'], "invalid choice: 'max'"),
     (['--task', 'graph', '--val-fraction', '1'], 'expected a fraction in (0, 1)'),

@@ -6,6 +6,7 @@ Nothing is ever downloaded: the raw files must already lie under ``root`` in PyG
 copied once into a work folder, because PyG writes ``processed/`` beside ``raw/`` and the
 root is often shared and read-only.
 """
+import copy
 import hashlib
 import os
 import shutil
@@ -30,11 +31,13 @@ class DatasetSpec:
     task: str = 'node'  # 'node': one graph, classify its nodes; 'graph': classify graphs
     metric: str = 'accuracy'  # a key of gat_pyg.metrics.METRICS
     fixed_splits: int = 1  # splits shipped with the data; masks [N, k] when k > 1
+    # Raw files read only when continuous node attributes are asked for (TU datasets).
+    attribute_files: Tuple[str, ...] = ()
 
-    def load(self, root: str) -> InMemoryDataset:
+    def load(self, root: str, **kwargs) -> InMemoryDataset:
         import torch_geometric.datasets as pyg_datasets
         cls: Callable[..., InMemoryDataset] = getattr(pyg_datasets, self.family)
-        return cls(str(Path(root) / self.family), self.name)
+        return cls(str(Path(root) / self.family), self.name, **kwargs)
 
 
 def _planetoid(name: str) -> DatasetSpec:
@@ -43,17 +46,19 @@ def _planetoid(name: str) -> DatasetSpec:
                        tuple(f'ind.{name.lower()}.{part}' for part in parts), True)
 
 
-def _tu_dataset(name: str, node_labels: bool = True,
-                edge_labels: bool = False) -> DatasetSpec:
+def _tu_dataset(name: str, node_labels: bool = True, edge_labels: bool = False,
+                node_attributes: bool = False) -> DatasetSpec:
     """A TU graph-classification dataset, read as ``TUDataset(root, name)`` with its node
-    (and edge) labels one-hot encoded as features. Continuous node attributes are not
-    used (PyG's default ``use_node_attr=False``), so their file is neither needed nor
-    copied."""
+    (and edge) labels one-hot encoded as features. Its continuous node attributes, if it
+    has them, are used only on request (PyG's ``use_node_attr``), and only then is their
+    file needed."""
     parts = ['A', 'graph_indicator', 'graph_labels']
     parts += ['node_labels'] if node_labels else []
     parts += ['edge_labels'] if edge_labels else []
     return DatasetSpec('TUDataset', name, name, tuple(f'{name}_{part}.txt' for part in parts),
-                       False, task='graph')
+                       False, task='graph',
+                       attribute_files=(f'{name}_node_attributes.txt', ) if node_attributes
+                       else ())
 
 
 def _heterophilous(name: str) -> DatasetSpec:
@@ -83,8 +88,8 @@ DATASETS: Dict[str, DatasetSpec] = {
     'tolokers': _heterophilous('Tolokers'),
     'minesweeper': _heterophilous('Minesweeper'),
     'mutag': _tu_dataset('MUTAG', edge_labels=True),
-    'proteins': _tu_dataset('PROTEINS'),
-    'enzymes': _tu_dataset('ENZYMES'),
+    'proteins': _tu_dataset('PROTEINS', node_attributes=True),
+    'enzymes': _tu_dataset('ENZYMES', node_attributes=True),
     'nci1': _tu_dataset('NCI1'),
     'nci109': _tu_dataset('NCI109'),
     'ptc_mr': _tu_dataset('PTC_MR', edge_labels=True),
@@ -133,40 +138,49 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / '.cache' / 'gat_pyg'
 
 
-def writable_root(root: Path, spec: DatasetSpec) -> Path:
-    """A work copy of ``spec``'s raw files under :func:`cache_dir`, where PyG may write
-    ``processed/``. The given root is never written to (it is often shared and read-only,
-    and permission bits do not stop root). The copy is made once per absolute root path.
-    """
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+def writable_root(root: Path, spec: DatasetSpec, files: Tuple[str, ...] = ()) -> Path:
+    """A work copy of ``files`` (default: ``spec``'s raw files) under :func:`cache_dir`,
+    where PyG may write ``processed/``. The given root is never written to (it is often
+    shared and read-only, and permission bits do not stop root). The copy is made once per
+    absolute root path and set of files: PyG processes what the raw folder holds, so
+    another set of files gets its own folder."""
+    files = files or spec.raw_files
+    extra = sorted(set(files) - set(spec.raw_files))
+    key = hashlib.sha1('|'.join([str(root.resolve()), *extra]).encode()).hexdigest()[:12]
     work = cache_dir() / 'work' / key
     target = work / spec.family / spec.folder / 'raw'
     source = root / spec.family / spec.folder / 'raw'
-    if not all((target / name).exists() for name in spec.raw_files):
+    if not all((target / name).exists() for name in files):
         target.mkdir(parents=True, exist_ok=True)
-        for name in spec.raw_files:
+        for name in files:
             shutil.copy2(source / name, target / name)
     return work
 
 
-def _load(name: str, root: Optional[os.PathLike],
-          task: str) -> Tuple[DatasetSpec, InMemoryDataset]:
+def _load(name: str, root: Optional[os.PathLike], task: str,
+          node_attributes: bool = False) -> Tuple[DatasetSpec, InMemoryDataset]:
     """PyG's dataset ``name`` of ``task`` from a work copy of ``root``'s raw files."""
     spec = get_spec(name)
+    if node_attributes and not spec.attribute_files:
+        having = ', '.join(s.name for s in DATASETS.values() if s.attribute_files)
+        raise ValueError(f"'{spec.name}' has no continuous node attributes (datasets with "
+                         f"them: {having})")
+    files = spec.raw_files + (spec.attribute_files if node_attributes else ())
     if spec.task != task:
         other = {'node': 'node-classification', 'graph': 'graph-classification'}[spec.task]
         raise ValueError(f"'{spec.name}' is a {other} dataset: use --task {spec.task} "
                          f"(known for --task {task}: {', '.join(dataset_names(task))})")
     root = Path(root) if root is not None else default_root()
     raw_dir = root / spec.family / spec.folder / 'raw'
-    missing = [str(raw_dir / f) for f in spec.raw_files if not (raw_dir / f).is_file()]
+    missing = [str(raw_dir / f) for f in files if not (raw_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(
             f"Dataset '{spec.name}' needs its raw files under '{raw_dir}' (PyG layout "
             f"root/{spec.family}/{spec.folder}/raw/); nothing is downloaded. Missing: "
             + ', '.join(missing) + f". Pass --root (or set ${DATA_ENV}) to the folder that "
             f"holds '{spec.family}/'.")
-    return spec, spec.load(str(writable_root(root, spec)))
+    work = str(writable_root(root, spec, files))
+    return spec, spec.load(work, use_node_attr=True) if node_attributes else spec.load(work)
 
 
 def load_dataset(name: str, root: Optional[os.PathLike] = None) -> Tuple[DatasetSpec, Data]:
@@ -181,10 +195,29 @@ def load_dataset(name: str, root: Optional[os.PathLike] = None) -> Tuple[Dataset
     return spec, dataset[0]
 
 
+class _StandardizeColumns:
+    """A transform that z-scores the first ``len(mean)`` feature columns of a graph."""
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean, self.std = mean, std
+
+    def __call__(self, data: Data) -> Data:
+        data = copy.copy(data)
+        columns = self.mean.numel()
+        data.x = torch.cat([(data.x[:, :columns] - self.mean) / self.std,
+                            data.x[:, columns:]], dim=-1)
+        return data
+
+
 def load_graph_dataset(name: str, root: Optional[os.PathLike] = None,
-                       degree_features: bool = False) -> Tuple[DatasetSpec, InMemoryDataset]:
+                       degree_features: bool = False,
+                       node_attributes: bool = False) -> Tuple[DatasetSpec, InMemoryDataset]:
     """Loads the graph-classification dataset ``name`` (a TU dataset) from ``root`` (default
     :func:`default_root`): ``TUDataset`` read from ``root/TUDataset/<NAME>/raw/``.
+
+    With ``node_attributes`` (datasets that have them, e.g. ENZYMES and PROTEINS), the
+    continuous node attributes come first in the features, each standardised to zero mean
+    and unit variance over all nodes of the dataset (no label is used; their raw scales
+    differ by orders of magnitude), followed by the one-hot node labels.
 
     With ``degree_features``, each node's degree, one-hot encoded up to the largest degree
     in the dataset (``OneHotDegree(max_degree, cat=True)``), is appended to its features.
@@ -196,7 +229,12 @@ def load_graph_dataset(name: str, root: Optional[os.PathLike] = None,
         ValueError: unknown name, or a node-classification dataset.
         FileNotFoundError: raw files missing; the message lists each expected path.
     """
-    spec, dataset = _load(name, root, 'graph')
+    spec, dataset = _load(name, root, 'graph', node_attributes)
+    transforms: List[Callable[[Data], Data]] = []
+    if node_attributes:
+        attributes = torch.cat([graph.x[:, :dataset.num_node_attributes] for graph in dataset])
+        transforms.append(_StandardizeColumns(attributes.mean(0),
+                                              attributes.std(0).clamp(min=1e-12)))
     if degree_features or dataset.num_node_features == 0:
         from torch_geometric.transforms import OneHotDegree
         from torch_geometric.utils import degree
@@ -204,7 +242,10 @@ def load_graph_dataset(name: str, root: Optional[os.PathLike] = None,
         # OneHotDegree counts the edges leaving each node (row 0 of edge_index).
         max_degree = max(int(degree(graph.edge_index[0], graph.num_nodes).max())
                          for graph in dataset if graph.num_nodes > 0)
-        dataset.transform = OneHotDegree(max_degree, cat=True)
+        transforms.append(OneHotDegree(max_degree, cat=True))
+    if transforms:
+        from torch_geometric.transforms import Compose
+        dataset.transform = Compose(transforms)
     return spec, dataset
 
 
