@@ -21,16 +21,14 @@ deviation over the folds, each seed's 10-fold mean, time per fold) and writes
 """
 import argparse
 import json
-import shlex
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
 from gat_pyg.data.datasets import cache_dir, get_spec
+from gat_pyg_command import relative, run_gat_pyg
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results'
@@ -50,10 +48,6 @@ RECIPE_NOTES = ('Hyperparameters were compared by the mean inner-validation accu
                 'accuracy.')
 
 
-def _relative(path: Path) -> str:
-    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-
-
 def run_command(dataset: str, readout: str, seed: int, args: argparse.Namespace) -> Dict:
     """Runs (or resumes) one cross-validation; returns its command and results file."""
     name = f'{dataset}_{readout}_seed{seed}'
@@ -61,15 +55,14 @@ def run_command(dataset: str, readout: str, seed: int, args: argparse.Namespace)
     command = ['gat-pyg', 'train', '--task', 'graph', '--dataset', dataset,
                '--readout', readout, *RECIPE,
                *DATASET_FLAGS.get(dataset, ['--batch-size', '32']),
-               '--seed', str(seed), '--quiet', '--out', _relative(out),
+               '--seed', str(seed), '--quiet', '--out', relative(out),
                '--checkpoint', str(args.work / name)]
     if dataset == 'MUTAG' and readout == 'attention' and seed == 0:
-        command += ['--attention-figure', _relative(FIGURE)]
+        command += ['--attention-figure', relative(FIGURE)]
     if args.root is not None:
         command[4:4] = ['--root', str(args.root)]
-    print('$ ' + shlex.join(command), flush=True)
-    subprocess.run([sys.executable, '-m', 'gat_pyg', *command[1:]], check=True)
-    return {'seed': seed, 'command': shlex.join(command), **json.loads(out.read_text())}
+    line, result = run_gat_pyg(command, out)
+    return {'seed': seed, 'command': line, **result}
 
 
 def summarize(dataset: str, readout: str, runs: List[Dict]) -> Dict:

@@ -16,15 +16,13 @@ results file per command under ``benchmarks/results/minibatch/``.
 import argparse
 import json
 import os
-import shlex
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from gat_pyg.data.datasets import cache_dir
+from gat_pyg_command import relative, run_gat_pyg
 
 RESULTS = Path(__file__).parent / 'results'
 MINI_BATCH = ['--loader', 'neighbor', '--num-neighbors', '10', '10', '--batch-size', '1024']
@@ -43,21 +41,18 @@ def run_command(dataset: str, loader: str, args: argparse.Namespace) -> dict:
     out = RESULTS / 'minibatch' / f'{dataset}_{loader}.json'
     command = ['gat-pyg', 'train', '--dataset', dataset, '--layer', 'ours',
                *DATASETS[dataset]['data'], '--runs', str(args.runs), '--seed', str(args.seed),
-               '--quiet', '--out', str(out.relative_to(Path.cwd())
-                                         if out.is_relative_to(Path.cwd()) else out),
+               '--quiet', '--out', relative(out),
                '--checkpoint', str(args.work / f'{dataset}_{loader}')]
     if loader == 'neighbor':
         command += MINI_BATCH + DATASETS[dataset]['neighbor']
     if args.root is not None:
         command[2:2] = ['--root', str(args.root)]
-    print('$ ' + shlex.join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, '-m', 'gat_pyg', *command[1:]], check=True)
-    result = json.loads(out.read_text())
+    line, result = run_gat_pyg(command, out)
     runs = result['runs']
     metric = runs[0]['metric']
     return {
-        'dataset': dataset, 'loader': loader, 'command': shlex.join(command),
+        'dataset': dataset, 'loader': loader, 'command': line,
         'metric': metric,
         'test_score_mean': statistics.mean(run['test_score'] for run in runs),
         'test_score_std': statistics.pstdev(run['test_score'] for run in runs),

@@ -17,16 +17,14 @@ command under ``benchmarks/results/gat_paper/``.
 """
 import argparse
 import json
-import shlex
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from gat_pyg.data.datasets import cache_dir
+from gat_pyg_command import relative, run_gat_pyg
 
 PAPER = {'Cora': (83.0, 0.7), 'CiteSeer': (72.5, 0.7), 'PubMed': (79.0, 0.3)}
 RESULTS = Path(__file__).parent / 'results'
@@ -36,17 +34,14 @@ def run_command(dataset: str, layer: str, args: argparse.Namespace) -> dict:
     out = RESULTS / 'gat_paper' / f'{dataset}_{layer}.json'
     command = ['gat-pyg', 'train', '--dataset', dataset, '--layer', layer,
                '--runs', str(args.runs), '--seed', str(args.seed), '--quiet',
-               '--out', str(out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd())
-                             else out),
+               '--out', relative(out),
                '--checkpoint', str(args.work / f'{dataset}_{layer}')]
     if args.root is not None:
         command[2:2] = ['--root', str(args.root)]
-    print('$ ' + shlex.join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, '-m', 'gat_pyg', *command[1:]], check=True)
-    result = json.loads(out.read_text())
+    line, result = run_gat_pyg(command, out)
     seconds = [run['seconds'] for run in result['runs']]
-    return {'dataset': dataset, 'layer': layer, 'command': shlex.join(command),
+    return {'dataset': dataset, 'layer': layer, 'command': line,
             'test_acc_mean': result['test_acc_mean'], 'test_acc_std': result['test_acc_std'],
             'seconds_per_run': statistics.mean(seconds),
             'epochs_per_run': statistics.mean(run['epochs'] for run in result['runs']),
