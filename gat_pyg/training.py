@@ -308,7 +308,10 @@ def load_checkpoint(path: Path, config: Optional[TrainConfig] = None) -> Dict[st
         # keeps the old behaviour.
         state['config'] = {**asdict(type(config)()), **state['config']}
     if config is not None and state['config'] != asdict(config):
-        changed = sorted(k for k, v in asdict(config).items() if state['config'].get(k) != v)
+        # Both ways: a checkpoint may also hold a setting this version no longer has.
+        wanted = asdict(config)
+        changed = sorted(k for k in wanted.keys() | state['config'].keys()
+                         if state['config'].get(k) != wanted.get(k))
         raise ValueError(f"Checkpoint '{path}' was made with other settings ({', '.join(changed)}"
                          f" differ); use another --checkpoint folder or the same flags")
     return state

@@ -151,6 +151,19 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, shared_data, capsys):
     assert 'other settings (lr differ)' in capsys.readouterr().err
 
 
+def test_checkpoint_with_a_setting_this_version_lacks_names_it(tmp_path, shared_data, capsys):
+    import torch
+    base = ['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '2',
+            '--checkpoint', str(tmp_path / 'ck'), '--quiet']
+    assert main(base) == 0
+    path = tmp_path / 'ck' / 'run-seed0.pt'
+    state = torch.load(path, weights_only=True)
+    state['config']['retired_option'] = 0.5  # e.g. written by another version
+    torch.save(state, path)
+    assert main(base) == 2
+    assert 'other settings (retired_option differ)' in capsys.readouterr().err
+
+
 def test_evaluate_reloads_the_kept_models(tmp_path, shared_data, capsys):
     folder = tmp_path / 'ck'
     assert main(['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '15',
