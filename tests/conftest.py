@@ -1,5 +1,6 @@
 """Shared fixtures: PyG's utilities without ``torch_scatter``, a clean graph cache, and the
 read-only data sets in ``shared/data`` beside the repository."""
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,25 @@ def cora(shared_data, tmp_path_factory):
         patch.setenv('GAT_PYG_CACHE', str(tmp_path_factory.mktemp('gat_pyg_cache')))
         _, data = load_dataset('Cora', shared_data)
     return data, data.num_features, int(data.y.max()) + 1
+
+
+@pytest.fixture
+def interrupted_evaluate(monkeypatch):
+    """``with interrupted_evaluate(module, call):`` the ``call``-th call of
+    ``module.evaluate`` inside the block raises :class:`KeyboardInterrupt`, as a Ctrl-C
+    during that evaluation would; after the block the real function is back."""
+    @contextlib.contextmanager
+    def interrupt(module, call: int):
+        real, calls = module.evaluate, []
+
+        def evaluate(*args):
+            calls.append(1)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return real(*args)
+        monkeypatch.setattr(module, 'evaluate', evaluate)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(module, 'evaluate', real)
+    return interrupt

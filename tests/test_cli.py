@@ -94,7 +94,7 @@ def _final_state(folder, seed=0):
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path, shared_data, capsys,
-                                                           monkeypatch):
+                                                           interrupted_evaluate):
     """An interrupted run (Ctrl-C in epoch 23, last checkpoint at 20), rerun with the same
     command, ends with the same kept weights, metrics and history as a run never
     interrupted."""
@@ -105,20 +105,11 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, shared_data
              '--patience', '100', '--checkpoint-every', '5', '--quiet']
     assert main(flags + ['--checkpoint', str(tmp_path / 'straight')]) == 0
 
-    real_evaluate, calls = training.evaluate, []
-
-    def interrupting_evaluate(*args):
-        calls.append(1)
-        if len(calls) == 23:
-            raise KeyboardInterrupt
-        return real_evaluate(*args)
-
-    monkeypatch.setattr(training, 'evaluate', interrupting_evaluate)
     resumed = tmp_path / 'resumed'
-    assert main(flags + ['--checkpoint', str(resumed)]) == 130
+    with interrupted_evaluate(training, 23):
+        assert main(flags + ['--checkpoint', str(resumed)]) == 130
     assert 'rerun the same command to resume' in capsys.readouterr().err
     assert _final_state(resumed)['epoch'] == 20 and _final_state(resumed)['result'] is None
-    monkeypatch.setattr(training, 'evaluate', real_evaluate)
     assert main(flags + ['--checkpoint', str(resumed)]) == 0
 
     a, b = _final_state(tmp_path / 'straight'), _final_state(resumed)

@@ -238,7 +238,7 @@ def _fold_state(folder, fold):
 
 
 def test_resume_after_interruption_gives_identical_results(tmp_path, shared_data, capsys,
-                                                           monkeypatch):
+                                                           monkeypatch, interrupted_evaluate):
     """Interrupted (Ctrl-C) in epoch 5 of fold 1, its last checkpoint at epoch 4, and
     rerun with the same command: the same kept weights, histories and results as a run
     never interrupted, and the finished fold 0 is not trained again."""
@@ -249,22 +249,14 @@ def test_resume_after_interruption_gives_identical_results(tmp_path, shared_data
     assert main(flags + ['--checkpoint', str(straight), '--out',
                          str(tmp_path / 'straight.json')]) == 0
 
-    real_evaluate, calls = graph_training.evaluate, []
-
-    def interrupting_evaluate(*args):
-        calls.append(1)
-        if len(calls) == 7 + 5:  # fold 0: 6 validations and its test; then fold 1, epoch 5
-            raise KeyboardInterrupt
-        return real_evaluate(*args)
-
-    monkeypatch.setattr(graph_training, 'evaluate', interrupting_evaluate)
-    assert main(flags + ['--checkpoint', str(resumed)]) == 130
+    # Fold 0: 6 validations and its test; then fold 1, epoch 5.
+    with interrupted_evaluate(graph_training, 7 + 5):
+        assert main(flags + ['--checkpoint', str(resumed)]) == 130
     assert 'rerun the same command to resume' in capsys.readouterr().err
     partial = _fold_state(resumed, 1)
     assert partial['epoch'] == 4 and partial['result'] is None
     assert _fold_state(resumed, 0)['result'] is not None
 
-    monkeypatch.setattr(graph_training, 'evaluate', real_evaluate)
     built = []
     real_build = graph_training.build_graph_model
     monkeypatch.setattr(graph_training, 'build_graph_model',

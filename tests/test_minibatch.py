@@ -249,7 +249,7 @@ def test_cli_neighbor_loader_writes_results(tmp_path, shared_data, work_cache, c
 
 
 def test_neighbor_training_learns_and_resumes_identically(tmp_path, shared_data, work_cache,
-                                                          capsys, monkeypatch):
+                                                          interrupted_evaluate):
     """Cora in mini-batches of 50 seed nodes (3 per epoch): interrupted in epoch 9 (last
     checkpoint at 8) and rerun, it ends with the weights, history and metrics of an
     uninterrupted run, and it learns."""
@@ -259,20 +259,11 @@ def test_neighbor_training_learns_and_resumes_identically(tmp_path, shared_data,
              '--quiet']
     assert main(flags + ['--checkpoint', str(tmp_path / 'straight')]) == 0
 
-    real_evaluate, calls = training.evaluate, []
-
-    def interrupting_evaluate(*args):
-        calls.append(1)
-        if len(calls) == 9:
-            raise KeyboardInterrupt
-        return real_evaluate(*args)
-
-    monkeypatch.setattr(training, 'evaluate', interrupting_evaluate)
     resumed = tmp_path / 'resumed'
-    assert main(flags + ['--checkpoint', str(resumed)]) == 130
+    with interrupted_evaluate(training, 9):
+        assert main(flags + ['--checkpoint', str(resumed)]) == 130
     partial = torch.load(resumed / 'run-seed0.pt', weights_only=True)
     assert partial['epoch'] == 8 and partial['result'] is None
-    monkeypatch.setattr(training, 'evaluate', real_evaluate)
     assert main(flags + ['--checkpoint', str(resumed)]) == 0
 
     a, b = (torch.load(folder / 'run-seed0.pt', weights_only=True)
