@@ -20,6 +20,7 @@ import torch_geometric.typing
 from torch import Tensor
 from torch_geometric import EdgeIndex
 from torch_geometric.nn import GATConv as PyGGATConv
+from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
@@ -485,6 +486,41 @@ def test_parity(cfg: Config, backend):
         exact = run(make_pair(cfg64)[0], make_inputs(cfg64, form='long' if cfg.form == 'int32'
                                                      else None), cfg.key, attention)
     assert_close_results(ours_result, ref, tol, exact=exact)
+
+
+class TanhLinear(Linear):
+    """A projection with a forward of its own (not linear), which a layer must call, as
+    PyG's does, instead of folding its weight into the attention scores."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(super().forward(x))
+
+
+# Every input kind, edge-feature kind and fill value, with and without self-loops (on
+# graphs with edges, where the projection reaches the output).
+REPLACED_PROJECTION = [cfg for cfg in GRID if cfg.form == 'long' and cfg.graph != 'empty'
+                       and cfg.pyg_raises() is None]
+
+
+@pytest.mark.parametrize('cfg', REPLACED_PROJECTION, ids=[c.id for c in REPLACED_PROJECTION])
+def test_parity_with_replaced_projections(cfg: Config):
+    pyg, ours = make_pair(cfg)
+    for layer in (pyg, ours):
+        for name in ('lin', 'lin_src', 'lin_dst', 'lin_edge'):
+            if getattr(layer, name) is not None:
+                getattr(layer, name).__class__ = TanhLinear
+    ours_result = run(ours, make_inputs(cfg), cfg.key)
+    assert_close_results(ours_result, run(pyg, make_inputs(cfg), cfg.key),
+                         TOL[cfg.torch_dtype])
+    # The replacement is really in use: the plain layer computes something else.
+    plain = make_pair(cfg)[1]
+    assert not torch.allclose(run(plain, make_inputs(cfg), cfg.key)[0], ours_result[0])
+
+
+def test_replaced_projections_are_all_covered():
+    assert {cfg.inputs for cfg in REPLACED_PROJECTION} == set(INPUTS)
+    assert {cfg.edge for cfg in REPLACED_PROJECTION} == set(EDGES)
+    assert {cfg.fill for cfg in REPLACED_PROJECTION} == set(FILLS)
 
 
 @pytest.mark.parametrize('form', ['coo', 'csr'])

@@ -36,6 +36,12 @@ else:
     from torch.jit import _overload_method as overload
 
 
+def _projects_itself(lin: Linear) -> bool:
+    """Whether ``lin`` has a forward of its own rather than :class:`Linear`'s, so that its
+    weight cannot stand for it in the folded score product."""
+    return type(lin).forward is not Linear.forward
+
+
 class GATConv(MessagePassing):
     r"""The graph attentional operator from the `"Graph Attention Networks"
     <https://arxiv.org/abs/1710.10903>`_ paper, a drop-in replacement for
@@ -68,7 +74,10 @@ class GATConv(MessagePassing):
     mode with :obj:`dropout > 0` the dropped entries therefore differ from PyG's (same
     distribution), and everything else is PyG's arithmetic. In explain mode, or when
     message-passing hooks are registered, the layer runs PyG's :meth:`propagate` so that
-    explainers see the per-edge messages and :obj:`alpha`.
+    explainers see the per-edge messages and :obj:`alpha`. The folding needs a plain
+    :class:`~torch_geometric.nn.Linear`: a :obj:`lin` (or :obj:`lin_src`, :obj:`lin_dst`,
+    :obj:`lin_edge`) replaced by a module with a forward of its own (such as
+    :class:`~gat_pyg.nn.HeadwiseDropoutLinear`) is called instead, as PyG's layer calls it.
 
     Args:
         in_channels (int or tuple): Size of each input sample, or :obj:`-1` to
@@ -274,23 +283,32 @@ class GATConv(MessagePassing):
             if feat is not None and isinstance(lin.weight, UninitializedParameter):
                 lin.initialize_parameters(lin, (feat, ))  # lazy shapes, as in PyG's forward
 
-        # One product gives the projection and the per-node score terms
-        # `(W x * att).sum(-1)`, the latter through weights folded to [H, F]: no [N, H, C]
-        # temporaries, one pass over x (and one gradient product back). Targets need only
-        # their score term, never their projection.
-        same_x = x_dst is x_src and lin_dst is lin_src
-        blocks = [lin_src.weight, self._folded(lin_src, self.att_src)]
-        if same_x:
-            blocks.append(self._folded(lin_dst, self.att_dst))
-        h_src, a_src, *a_dst_block = torch.nn.functional.linear(
-            x_src, torch.cat(blocks)).split([H * C] + [H] * (len(blocks) - 1), dim=-1)
-        h_src = h_src.view(-1, H, C)
-        if same_x:
-            a_dst = a_dst_block[0]
-        elif x_dst is None:
-            a_dst = None
+        a_dst: Optional[Tensor]
+        if _projects_itself(lin_src) or _projects_itself(lin_dst):
+            # A projection module with its own forward (e.g. HeadwiseDropoutLinear) is
+            # called, as PyG's layer calls it, and the scores come from its output.
+            h_src = lin_src(x_src).view(-1, H, C)
+            a_src = (h_src * self.att_src).sum(dim=-1)
+            h_dst = h_src if not is_pair or x_dst is None else lin_dst(x_dst).view(-1, H, C)
+            a_dst = None if x_dst is None else (h_dst * self.att_dst).sum(dim=-1)
         else:
-            a_dst = x_dst @ self._folded(lin_dst, self.att_dst).t()
+            # One product gives the projection and the per-node score terms
+            # `(W x * att).sum(-1)`, the latter through weights folded to [H, F]: no
+            # [N, H, C] temporaries, one pass over x (and one gradient product back).
+            # Targets need only their score term, never their projection.
+            same_x = x_dst is x_src and lin_dst is lin_src
+            blocks = [lin_src.weight, self._folded(lin_src, self.att_src)]
+            if same_x:
+                blocks.append(self._folded(lin_dst, self.att_dst))
+            h_src, a_src, *a_dst_block = torch.nn.functional.linear(
+                x_src, torch.cat(blocks)).split([H * C] + [H] * (len(blocks) - 1), dim=-1)
+            h_src = h_src.view(-1, H, C)
+            if same_x:
+                a_dst = a_dst_block[0]
+            elif x_dst is None:
+                a_dst = None
+            else:
+                a_dst = x_dst @ self._folded(lin_dst, self.att_dst).t()
 
         num_src = h_src.size(0)
         num_dst = self._num_targets(edge_index, size, num_src, x_dst)
@@ -540,8 +558,10 @@ class GATConv(MessagePassing):
             return None  # like PyG, no edge term (and no gradient) without edges
         if edge_attr.dim() == 1:
             edge_attr = edge_attr.view(-1, 1)
-        folded = self._folded(self.lin_edge, self.att_edge)
-        return edge_attr @ folded.t()
+        if _projects_itself(self.lin_edge):
+            h_edge = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+            return (h_edge * self.att_edge).sum(dim=-1)
+        return edge_attr @ self._folded(self.lin_edge, self.att_edge).t()
 
     def _segment_graph(self, edge_index: Adj, num_src: int, num_dst: int) -> SegmentGraph:
         key = ('segment_graph', self.flow, num_src, num_dst)
