@@ -11,6 +11,7 @@ from gat_pyg.distributed import (DistributedContext, LaunchError, init_distribut
                                  rank_zero_first, shutdown)
 from gat_pyg.graph_training import GraphTrainConfig
 from gat_pyg.metrics import metric_key
+from gat_pyg.nn.models.gat import INITS
 from gat_pyg.nn.models.graph_gat import READOUTS
 from gat_pyg.training import (SYNTHETIC, SYNTHETIC_EPOCHS, TrainConfig, build_model,
                               describe_score, evaluate, inference_batches, load_checkpoint,
@@ -49,7 +50,9 @@ NODE_ONLY_FLAGS = {'runs': '--runs', 'patience': '--patience', 'out_heads': '--o
                    'split_seed': '--split-seed', 'split': '--split', 'residual': '--residual',
                    'loader': '--loader', 'num_neighbors': '--num-neighbors',
                    'eval_batch_size': '--eval-batch-size',
-                   'normalize_features': '--[no-]normalize-features', 'plot': '--plot',
+                   'normalize_features': '--[no-]normalize-features',
+                   'dropout_per_head': '--[no-]dropout-per-head', 'init': '--init',
+                   'plot': '--plot',
                    'ddp': '--ddp', **SYNTHETIC_FLAGS}
 GRAPH_ONLY_FLAGS = {'readout': '--readout', 'folds': '--folds',
                     'val_fraction': '--val-fraction',
@@ -137,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help='row-normalise the features (default: on, as in the paper; off '
                       'for PubMed, whose TF-IDF features are used as given, and for '
                       'Tolokers/Minesweeper)')
+    node.add_argument('--dropout-per-head', action=argparse.BooleanOptionalAction,
+                      default=None,
+                      help="each attention head drops the layer input with its own mask, "
+                      "as the paper's reference code does (default: off)")
+    node.add_argument('--init', choices=INITS, default=None,
+                      help="'paper' (Glorot per head, as the GAT paper; the default on "
+                      "PubMed) or 'pyg' (the layers' own; the default elsewhere)")
     node.add_argument('--split', type=int, default=None,
                       help='which of the fixed splits of a dataset shipped with several '
                       '(Tolokers, Minesweeper: 0..9, default 0)')
@@ -277,7 +287,8 @@ def train_command(args: argparse.Namespace) -> int:
         name, layer=args.layer, hidden=args.hidden, heads=args.heads,
         out_heads=args.out_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
-        normalize_features=args.normalize_features, split=args.split,
+        normalize_features=args.normalize_features,
+        dropout_per_head=args.dropout_per_head, init=args.init, split=args.split,
         residual=args.residual, loader=args.loader, num_neighbors=args.num_neighbors,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         split_seed=split_seed, synthetic=synthetic)

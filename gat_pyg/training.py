@@ -53,6 +53,8 @@ class TrainConfig:
     split_seed: Optional[int] = None  # set for datasets without a public split
     split: Optional[int] = None  # which fixed split, for datasets shipped with several
     residual: bool = False  # a linear skip connection in each layer
+    dropout_per_head: bool = False  # one input-dropout mask per head (the reference code's)
+    init: str = 'pyg'  # 'pyg' (the layers' own) or 'paper' (Glorot per head)
     metric: str = 'accuracy'  # model selection and results: 'accuracy' or 'roc_auc'
     loader: str = 'full'  # 'full' (full-batch) or 'neighbor' (sampled mini-batches)
     num_neighbors: List[int] = field(default_factory=lambda: [10, 10])  # per hop
@@ -69,7 +71,9 @@ class TrainConfig:
 
         - the GAT paper's, by default;
         - PubMed: the paper's (8 averaged output heads, lr 0.01, L2 1e-3), with its TF-IDF
-          features as PyG gives them, not row-normalised;
+          features as PyG gives them, not row-normalised, and the paper's initialisation,
+          Glorot per head (:func:`~gat_pyg.nn.models.gat.glorot_per_head_`; see the
+          README for how both were chosen);
         - the binary heterophilous graphs (Tolokers, Minesweeper): split 0 of their ten,
           ROC-AUC, and :data:`HETEROPHILOUS_RECIPE`;
         - ``'synthetic'`` (:func:`~gat_pyg.data.synthetic_graph`, whose arguments the
@@ -89,13 +93,17 @@ class TrainConfig:
                 config.split = 0
             if dataset.lower() == 'pubmed':
                 config.out_heads, config.lr, config.weight_decay = 8, 0.01, 1e-3
-                config.normalize_features = False
+                config.normalize_features, config.init = False, 'paper'
             if spec.family == 'HeterophilousGraphDataset':
                 for key, value in HETEROPHILOUS_RECIPE.items():
                     setattr(config, key, value)
         for key, value in overrides.items():
             if value is not None:
                 setattr(config, key, value)
+        if config.residual and config.dropout_per_head:
+            raise ValueError(f"--dropout-per-head does not go with a residual connection "
+                             f"(the {dataset} recipe's or --residual): the skip connection "
+                             f"belongs to no head")
         return config
 
 
@@ -174,7 +182,8 @@ def build_model(config: TrainConfig, num_features: int, num_classes: int) -> tor
     conv = gat_pyg.nn.GATConv if config.layer == 'ours' else PyGGATConv
     return GAT(num_features, config.hidden, num_classes, config.dropout,
                config.negative_slope, config.heads, out_heads=config.out_heads, conv=conv,
-               residual=config.residual)
+               residual=config.residual, dropout_per_head=config.dropout_per_head,
+               init=config.init)
 
 
 def prepare_data(config: TrainConfig, data: Data) -> Data:

@@ -51,6 +51,15 @@ def test_feature_normalisation_default_and_flags(dataset, flag, normalized, monk
     assert seen['config'].normalize_features is normalized
 
 
+def test_dropout_per_head_flag(tmp_path, shared_data, capsys):
+    out = tmp_path / 'r.json'
+    assert main(['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '2',
+                 '--dropout-per-head', '--out', str(out), '--quiet']) == 0
+    assert json.loads(out.read_text())['config']['dropout_per_head'] is True
+    assert main(['train', '--dataset', 'Cora', '--residual', '--dropout-per-head']) == 2
+    assert '--dropout-per-head does not go with a residual' in capsys.readouterr().err
+
+
 def test_pyg_layer_and_random_split(tmp_path, shared_data):
     out = tmp_path / 'r.json'
     assert main(['train', '--dataset', 'Cora_ML', '--root', str(shared_data), '--epochs',
@@ -212,7 +221,7 @@ def test_early_stopping_follows_the_papers_rule():
 def test_input_dropout_keeps_zeros_and_the_scale():
     import torch
 
-    from gat_pyg.nn.models import input_dropout
+    from gat_pyg.nn import input_dropout
     torch.manual_seed(0)
     x = (torch.rand(400, 300) < 0.05).float() * torch.rand(400, 300)
     dropped = input_dropout(x, 0.6, training=True)
