@@ -330,6 +330,8 @@ def test_missing_files_name_the_expected_path(tmp_path, capsys):
     (['--task', 'graph', '--runs', '2'], '--runs only applies to --task node'),
     (['--task', 'graph', '--patience', '5', '--plot', 'c.png'],
      '--patience, --plot only apply to --task node'),
+    (['--task', 'graph', '--init', 'paper', '--dropout-per-head'],
+     '--[no-]dropout-per-head, --init only apply to --task node'),
     (['--readout', 'mean'], '--readout only applies to --task graph'),
     (['--folds', '5'], '--folds only applies to --task graph'),
     (['--node-attributes'], '--node-attributes only applies to --task graph'),
