@@ -63,7 +63,8 @@ class _SparseHeadwiseProjection(torch.autograd.Function):
     """``[N, F]`` sparse inputs, one set of values per head, times each head's weight
     ``[C, F]``: ``out[:, kC:(k+1)C] = S_k W_k^T``. The weight gradient needs the transposed
     pattern; it is built once, from the order that sorts the entries by column (torch's
-    own sparse backward would transpose and sort each head's matrix: 4x slower on PubMed)."""
+    own sparse backward transposes and sorts each head's matrix: on PubMed, 8 heads, a
+    forward and backward take 858 ms that way and 457 ms this way, one core)."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, rows: Tensor, cols: Tensor, values: Tensor,
@@ -102,7 +103,8 @@ def headwise_dropout_linear(x: Tensor, weight: Tensor, heads: int, p: float,
 
     A mostly-zero input that needs no gradient (bag-of-words features) draws random numbers
     for its nonzero entries only and is multiplied as a sparse matrix (PubMed, 8 heads:
-    about the time of one shared mask); other inputs draw ``heads`` dense masks.
+    1.6x the time of ``F.linear(F.dropout(x))``, forward and backward); other inputs draw
+    ``heads`` dense masks.
 
     Args:
         x (torch.Tensor): Input :math:`(N, F)`.
