@@ -94,8 +94,10 @@ def test_without_dropout_it_is_the_linear_map(p, training):
 @pytest.mark.parametrize('args,message', [
     ((torch.rand(5, 4), torch.rand(8, 3), 2, 0.5), r'x \[N, F\] and weight'),
     ((torch.rand(5), torch.rand(8, 5), 2, 0.5), r'x \[N, F\] and weight'),
-    ((torch.rand(5, 4), torch.rand(9, 4), 2, 0.5), 'do not split into 2 heads'),
-    ((torch.rand(5, 4), torch.rand(8, 4), 0, 0.5), 'do not split into 0 heads'),
+    ((torch.rand(5, 4), torch.rand(9, 4), 2, 0.5),
+     '9 output channels .* do not split into 2 heads'),
+    ((torch.rand(5, 4), torch.rand(8, 4), 0, 0.5),
+     '8 output channels .* do not split into 0 heads'),
     ((torch.rand(5, 4), torch.rand(8, 4), 2, 1.5), r'in \[0, 1\]'),
 ])
 def test_bad_input_is_named(args, message):
@@ -119,5 +121,7 @@ def test_from_linear_keeps_parameters_and_draws_no_random_numbers():
     torch.manual_seed(0)
     assert torch.equal(dropped, headwise_dropout_linear(x, lin.weight, 2, 0.3) + lin.bias)
     assert repr(headwise) == 'HeadwiseDropoutLinear(10, 8, heads=2, p=0.3, bias=True)'
-    with pytest.raises(ValueError, match='does not split into 3 heads'):
+    with pytest.raises(ValueError, match='8 output channels .* do not split into 3 heads'):
         HeadwiseDropoutLinear(10, 8, heads=3, p=0.3)
+    with pytest.raises(ValueError, match=r'in \[0, 1\]'):
+        HeadwiseDropoutLinear(10, 8, heads=2, p=-0.1)

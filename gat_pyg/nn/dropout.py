@@ -52,6 +52,14 @@ def input_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     return torch.zeros_like(x).index_put_(nonzero, values[0])
 
 
+def _check_heads(out_channels: int, heads: int, p: float) -> None:
+    if heads < 1 or out_channels % heads != 0:
+        raise ValueError(f"{out_channels} output channels (weight rows) do not split into "
+                         f"{heads} heads")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"Dropout probability must be in [0, 1] (got {p})")
+
+
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: Tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():
         # torch says once per process that CSR tensors are in beta; the product is stable.
@@ -120,11 +128,7 @@ def headwise_dropout_linear(x: Tensor, weight: Tensor, heads: int, p: float,
     if x.dim() != 2 or weight.dim() != 2 or x.size(1) != weight.size(1):
         raise ValueError(f"headwise_dropout_linear expects x [N, F] and weight [K*C, F] "
                          f"(got {tuple(x.shape)} and {tuple(weight.shape)})")
-    if heads < 1 or weight.size(0) % heads != 0:
-        raise ValueError(f"The weight's {weight.size(0)} rows do not split into {heads} "
-                         f"heads")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"Dropout probability must be in [0, 1] (got {p})")
+    _check_heads(weight.size(0), heads, p)
     if not training or p == 0.0:
         return F.linear(x, weight)
     if p == 1.0:
@@ -156,11 +160,7 @@ class HeadwiseDropoutLinear(Linear):
 
     def __init__(self, in_channels: int, out_channels: int, heads: int, p: float,
                  bias: bool = True, **kwargs) -> None:
-        if heads < 1 or out_channels % heads != 0:
-            raise ValueError(f"out_channels={out_channels} does not split into {heads} "
-                             f"heads")
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout probability must be in [0, 1] (got {p})")
+        _check_heads(out_channels, heads, p)
         super().__init__(in_channels, out_channels, bias=bias, **kwargs)
         self.heads = heads
         self.p = p
