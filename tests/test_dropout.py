@@ -105,6 +105,14 @@ def test_bad_input_is_named(args, message):
         headwise_dropout_linear(*args)
 
 
+@pytest.mark.parametrize('x,weight', [
+    (torch.ones(5, 4, dtype=torch.long), torch.rand(8, 4)),
+    (torch.rand(5, 4, dtype=torch.float64), torch.rand(8, 4))])
+def test_dtype_mismatch_is_named(x, weight):
+    with pytest.raises(TypeError, match='one floating dtype'):
+        headwise_dropout_linear(x, weight, 2, 0.5)
+
+
 def test_from_linear_keeps_parameters_and_draws_no_random_numbers():
     lin = Linear(10, 8, bias=True, weight_initializer='glorot').double()
     state = torch.random.get_rng_state()

@@ -128,6 +128,9 @@ def headwise_dropout_linear(x: Tensor, weight: Tensor, heads: int, p: float,
     if x.dim() != 2 or weight.dim() != 2 or x.size(1) != weight.size(1):
         raise ValueError(f"headwise_dropout_linear expects x [N, F] and weight [K*C, F] "
                          f"(got {tuple(x.shape)} and {tuple(weight.shape)})")
+    if not x.is_floating_point() or x.dtype != weight.dtype:
+        raise TypeError(f"headwise_dropout_linear expects x and weight of one floating "
+                        f"dtype (got {x.dtype} and {weight.dtype})")
     _check_heads(weight.size(0), heads, p)
     if not training or p == 0.0:
         return F.linear(x, weight)
