@@ -128,7 +128,7 @@ def time_op(x, edge_index, heads, channels, repeats):
     from gat_pyg import ops
     n = x.size(0)
     looped, _ = add_self_loops(remove_self_loops(edge_index)[0], num_nodes=n)
-    graph = ops.build_segment_graph(looped[0], looped[1], n, n)
+    graph = ops.build_segment_graph(looped[0], looped[1], n, n, ops.graph_layout(x.device))
     gen = torch.Generator().manual_seed(2)
     h = torch.randn(n, heads, channels, generator=gen).requires_grad_()
     a_src = torch.randn(n, heads, generator=gen).requires_grad_()

@@ -64,3 +64,12 @@ def interrupted_evaluate(monkeypatch):
         finally:
             monkeypatch.setattr(module, 'evaluate', real)
     return interrupt
+
+
+@pytest.fixture
+def impl(request):
+    """An :class:`implementations.Implementation` (``@implementations.parametrize()``), its
+    backend in force for the duration of the test."""
+    from gat_pyg import ops
+    with ops.use_backend(request.param.backend):
+        yield request.param

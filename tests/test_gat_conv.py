@@ -26,6 +26,7 @@ from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 from gat_pyg import ops
 from gat_pyg.nn import GATConv
+from implementations import IMPLEMENTATIONS, parametrize
 
 WITH_TORCH_SPARSE = torch_geometric.typing.WITH_TORCH_SPARSE
 WITH_TORCH_SCATTER = torch_geometric.typing.WITH_TORCH_SCATTER
@@ -193,9 +194,9 @@ class Inputs:
     leaves: Dict[str, Tensor]  # every input that takes a gradient
 
 
-def make_inputs(cfg: Config, form: Optional[str] = None) -> Inputs:
-    """The inputs of ``cfg``, with ``edge_index`` in ``form`` (default ``cfg.form``); the
-    same graph and features in every form."""
+def make_inputs(cfg: Config, form: Optional[str] = None, device: str = 'cpu') -> Inputs:
+    """The inputs of ``cfg``, with ``edge_index`` in ``form`` (default ``cfg.form``), on
+    ``device``; the same graph and features in every form and on every device."""
     form = form or cfg.form
     gen = _generator(cfg.key)
     dtype = cfg.torch_dtype
@@ -203,7 +204,7 @@ def make_inputs(cfg: Config, form: Optional[str] = None) -> Inputs:
 
     def leaf(*shape: int) -> Tensor:
         return _float32_exact(torch.randn(*shape, generator=gen, dtype=torch.float64),
-                              dtype).requires_grad_()
+                              dtype).to(device).requires_grad_()
 
     leaves: Dict[str, Tensor] = {}
     leaves['x'] = leaf(N_SRC, F_SRC)
@@ -217,7 +218,7 @@ def make_inputs(cfg: Config, form: Optional[str] = None) -> Inputs:
         leaves['x_dst'] = leaf(N_DST_BIP, F_DST)
         x = (leaves['x'], leaves['x_dst'])
 
-    edge_index = _random_graph(cfg.graph, N_SRC, num_dst, gen)
+    edge_index = _random_graph(cfg.graph, N_SRC, num_dst, gen).to(device)
     num_edges = edge_index.size(1)
     edge_dim = EDGE_DIM[cfg.edge]
 
@@ -229,7 +230,7 @@ def make_inputs(cfg: Config, form: Optional[str] = None) -> Inputs:
 
     # Whatever the form draws must not change the draws of others: fix the generator.
     weight = _float32_exact(torch.rand(num_edges, generator=gen, dtype=torch.float64),
-                            dtype) + 0.5
+                            dtype).to(device) + 0.5
     gen_state = gen.get_state()
 
     if form == 'long':
@@ -271,7 +272,7 @@ def make_inputs(cfg: Config, form: Optional[str] = None) -> Inputs:
         adj = SparseTensor(row=row, col=col, value=weight, sparse_sizes=size)
         return Inputs(x, adj, features(num_edges) if cfg.loops else None, leaves)
     attr = features(num_edges)
-    perm = SparseTensor(row=row, col=col, value=torch.arange(num_edges),
+    perm = SparseTensor(row=row, col=col, value=torch.arange(num_edges, device=device),
                         sparse_sizes=size).storage.value()
     leaves['edge_attr'] = attr = attr.detach()[perm].requires_grad_()
     if cfg.heads == 1:  # features as the values of the adjacency
@@ -296,8 +297,10 @@ def layer_kwargs(cfg: Config) -> dict:
                 fill_value=fill, residual=cfg.residual, bias=cfg.bias)
 
 
-def make_pair(cfg: Config, seed: int = 0) -> Tuple[PyGGATConv, GATConv]:
-    """PyG's layer and ours with the same arguments and weights, in eval mode."""
+def make_pair(cfg: Config, seed: int = 0,
+              device: str = 'cpu') -> Tuple[PyGGATConv, GATConv]:
+    """PyG's layer and ours with the same arguments and weights, in eval mode, on
+    ``device``."""
     kwargs = layer_kwargs(cfg)
     torch.manual_seed(seed)
     pyg = PyGGATConv(**kwargs).double()
@@ -305,8 +308,8 @@ def make_pair(cfg: Config, seed: int = 0) -> Tuple[PyGGATConv, GATConv]:
     with torch.no_grad():  # a non-zero bias, so that it is tested too
         for p in pyg.parameters():
             p.copy_(_float32_exact(torch.randn_like(p), torch.float64))
-    pyg = pyg.to(cfg.torch_dtype).eval()
-    ours = ours.to(cfg.torch_dtype).eval()
+    pyg = pyg.to(device, cfg.torch_dtype).eval()
+    ours = ours.to(device, cfg.torch_dtype).eval()
     ours.load_state_dict(pyg.state_dict(), strict=True)
     return pyg, ours
 
@@ -329,7 +332,7 @@ def run(layer, inputs: Inputs, key: str, attention: bool = True):
         out = layer(inputs.x, inputs.edge_index, inputs.edge_attr)
         adj, alpha = None, out.new_zeros(0)
     def weights(like: Tensor) -> Tensor:
-        return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like.dtype)
+        return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like)
 
     loss = (out * weights(out)).sum() + (alpha * weights(alpha)).sum()
     names = list(inputs.leaves) + [n for n, _ in layer.named_parameters()]
@@ -423,23 +426,34 @@ def assert_all_finite(result) -> None:
 
 # The parity grid #############################################################
 
-# (segment-attention backend, scatter backend of PyG's utilities): the package default
-# (the fused kernel where it builds) and the pure-PyTorch reference, both with
-# torch_scatter where installed, and the reference with PyG's pure-PyTorch fallbacks.
-BACKENDS = ([('auto', 'torch_scatter'), ('reference', 'torch_scatter')]
-            if WITH_TORCH_SCATTER else [('auto', 'torch')]) + [('reference', 'torch')]
+def _parity_backends():
+    """(implementation, scatter backend of PyG's utilities): every implementation with
+    torch_scatter where it is installed, and the reference (every kernel, where
+    torch_scatter is not installed) with PyG's pure-PyTorch fallbacks."""
+    found = []
+    for impl in IMPLEMENTATIONS:
+        if WITH_TORCH_SCATTER:
+            found.append((impl, 'torch_scatter'))
+        if impl.backend == 'reference' or not WITH_TORCH_SCATTER:
+            found.append((impl, 'torch'))
+    return found
 
 
-@pytest.fixture(params=BACKENDS, ids=['-'.join(b) for b in BACKENDS])
+PARITY_BACKENDS = _parity_backends()
+
+
+@pytest.fixture(params=PARITY_BACKENDS, ids=[f'{impl.id}-{scatter}'
+                                             for impl, scatter in PARITY_BACKENDS])
 def backend(request, monkeypatch):
-    segment_backend, scatter_backend = request.param
+    """The implementation (its backend in force) and PyG's scatter backend of a parity
+    test; yields the device to run on."""
+    impl, scatter_backend = request.param
     if scatter_backend == 'torch':
         monkeypatch.setattr(torch_geometric.typing, 'WITH_TORCH_SCATTER', False)
     else:
         assert torch_geometric.typing.WITH_TORCH_SCATTER
-    with ops.use_backend(segment_backend):
-        yield request.param
-
+    with ops.use_backend(impl.backend):
+        yield impl.device
 
 
 def test_grid_size():
@@ -451,7 +465,8 @@ def test_grid_size():
 
 @pytest.mark.parametrize('cfg', GRID, ids=[cfg.id for cfg in GRID])
 def test_parity(cfg: Config, backend):
-    pyg, ours = make_pair(cfg)
+    device = backend
+    pyg, ours = make_pair(cfg, device=device)
     assert_same_state_dict_and_repr(pyg, ours)
     if cfg.hooked:
         ours.register_message_forward_hook(lambda module, inputs, output: None)
@@ -460,31 +475,32 @@ def test_parity(cfg: Config, backend):
     expected_error = cfg.pyg_raises()
     if expected_error is not None:
         with pytest.raises(expected_error):
-            run(pyg, make_inputs(cfg), cfg.key)
+            run(pyg, make_inputs(cfg, device=device), cfg.key)
         with pytest.raises(expected_error):
-            run(ours, make_inputs(cfg), cfg.key)
+            run(ours, make_inputs(cfg, device=device), cfg.key)
         if not cfg.attention_only_error():
             return
     attention = expected_error is None
 
-    ours_result = run(ours, make_inputs(cfg), cfg.key, attention)
+    ours_result = run(ours, make_inputs(cfg, device=device), cfg.key, attention)
     assert_all_finite(ours_result)
     if cfg.form == 'int32':
         # PyG on int32 indices computes the forward pass right, and returns the same
         # edge_index form (int32 unless self-loops were added), but its gradients are
         # wrong (see `test_int32_gradients`): the reference for those is PyG on int64.
-        ref_int32 = run(pyg, make_inputs(cfg), cfg.key)
+        ref_int32 = run(pyg, make_inputs(cfg, device=device), cfg.key)
         assert_close_results(ours_result, ref_int32, tol, gradients=False)
         assert ours_result[1].dtype == (torch.long if cfg.loops else torch.int32)
-        ref = run(pyg, make_inputs(cfg, form='long'), cfg.key)
+        ref = run(pyg, make_inputs(cfg, form='long', device=device), cfg.key)
         ours_result = (ours_result[0], ours_result[1].long()) + ours_result[2:]
     else:
-        ref = run(pyg, make_inputs(cfg), cfg.key, attention)
+        ref = run(pyg, make_inputs(cfg, device=device), cfg.key, attention)
     exact = None
     if cfg.torch_dtype == torch.float32:
         cfg64 = dataclasses.replace(cfg, dtype='float64')
-        exact = run(make_pair(cfg64)[0], make_inputs(cfg64, form='long' if cfg.form == 'int32'
-                                                     else None), cfg.key, attention)
+        exact = run(make_pair(cfg64, device=device)[0],
+                    make_inputs(cfg64, form='long' if cfg.form == 'int32' else None,
+                                device=device), cfg.key, attention)
     assert_close_results(ours_result, ref, tol, exact=exact)
 
 
@@ -551,7 +567,8 @@ def test_torch_sparse_present_where_required():
 def test_torch_scatter_present_where_required():
     if os.environ.get('GAT_PYG_REQUIRE_SCATTER') == '1':
         assert WITH_TORCH_SCATTER, 'torch_scatter is required but cannot be imported'
-    assert (('reference', 'torch_scatter') in BACKENDS) == WITH_TORCH_SCATTER
+    assert any(scatter == 'torch_scatter' for _, scatter in PARITY_BACKENDS) == \
+        WITH_TORCH_SCATTER
 
 
 @pytest.mark.skipif(not WITH_TORCH_SCATTER, reason='torch_scatter is not installed')
@@ -607,33 +624,33 @@ def test_int32_gradients(fill, loops, hooked):
 # Dropout #####################################################################
 
 
-def _dropout_layer(p: float, heads: int = 4) -> Tuple[GATConv, Tensor, Tensor, Tensor]:
+def _dropout_layer(p: float, heads: int = 4,
+                   device: str = 'cpu') -> Tuple[GATConv, Tensor, Tensor, Tensor]:
     torch.manual_seed(0)
-    layer = GATConv(8, 4, heads=heads, dropout=p, edge_dim=2).double()
+    layer = GATConv(8, 4, heads=heads, dropout=p, edge_dim=2).to(device, torch.float64)
     x = torch.randn(300, 8, dtype=torch.float64)
     edge_index = torch.randint(0, 300, (2, 3000))
     edge_attr = torch.randn(3000, 2, dtype=torch.float64)
-    return layer, x, edge_index, edge_attr
+    return layer, x.to(device), edge_index.to(device), edge_attr.to(device)
 
 
-@pytest.mark.parametrize('segment_backend', ['auto', 'reference'])
-def test_dropout_is_deterministic_under_manual_seed(segment_backend):
-    layer, x, edge_index, edge_attr = _dropout_layer(0.3)
+@parametrize()
+def test_dropout_is_deterministic_under_manual_seed(impl):
+    layer, x, edge_index, edge_attr = _dropout_layer(0.3, device=impl.device)
     layer.train()
-    with ops.use_backend(segment_backend):
-        results = []
-        for seed in (1, 1, 2):
-            torch.manual_seed(seed)
-            out, (_, alpha) = layer(x, edge_index, edge_attr, return_attention_weights=True)
-            results.append((out, alpha))
-        # Same seed, same bits; another seed, another mask.
-        assert torch.equal(results[0][0], results[1][0])
-        assert torch.equal(results[0][1], results[1][1])
-        assert not torch.equal(results[0][1], results[2][1])
-        # PyG's `propagate` path (hooks, explainers) draws the same mask for the seed.
-        layer.register_message_forward_hook(lambda module, inputs, output: None)
-        torch.manual_seed(1)
+    results = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
         out, (_, alpha) = layer(x, edge_index, edge_attr, return_attention_weights=True)
+        results.append((out, alpha))
+    # Same seed, same bits; another seed, another mask.
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][1], results[2][1])
+    # PyG's `propagate` path (hooks, explainers) draws the same mask for the seed.
+    layer.register_message_forward_hook(lambda module, inputs, output: None)
+    torch.manual_seed(1)
+    out, (_, alpha) = layer(x, edge_index, edge_attr, return_attention_weights=True)
     torch.testing.assert_close(alpha, results[0][1], atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(out, results[0][0], atol=1e-12, rtol=1e-12)
 
@@ -651,20 +668,19 @@ def test_eval_mode_ignores_dropout():
     torch.testing.assert_close(alpha1, ref_alpha, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize('segment_backend', ['auto', 'reference'])
+@parametrize()
 @pytest.mark.parametrize('p', [0.2, 0.5])
-def test_dropout_statistics(segment_backend, p):
+def test_dropout_statistics(impl, p):
     """About ``p`` of the attention entries are zeroed; kept ones are scaled by
     ``1 / (1 - p)``; the output is the sum of the dropped-out attention times the
     transformed sources (checked against the non-fused computation from the weights)."""
-    layer, x, edge_index, edge_attr = _dropout_layer(p)
-    with ops.use_backend(segment_backend):
-        layer.eval()
-        _, (_, alpha_eval) = layer(x, edge_index, edge_attr, return_attention_weights=True)
-        layer.train()
-        torch.manual_seed(3)
-        out, (loop_index, alpha) = layer(x, edge_index, edge_attr,
-                                         return_attention_weights=True)
+    layer, x, edge_index, edge_attr = _dropout_layer(p, device=impl.device)
+    layer.eval()
+    _, (_, alpha_eval) = layer(x, edge_index, edge_attr, return_attention_weights=True)
+    layer.train()
+    torch.manual_seed(3)
+    out, (loop_index, alpha) = layer(x, edge_index, edge_attr,
+                                     return_attention_weights=True)
     dropped = alpha == 0
     count = alpha.numel()  # (3000 + 300) edges x 4 heads
     assert abs(dropped.double().mean().item() - p) < 4 * (p * (1 - p) / count)**0.5
@@ -673,10 +689,57 @@ def test_dropout_statistics(segment_backend, p):
     # Every head and every edge position drops independently: no head is all dropped.
     assert (dropped.double().mean(0) - p).abs().max() < 0.05
     h = layer.lin(x).view(-1, 4, 4)
-    expected = torch.zeros(300, 4, 4, dtype=torch.float64).index_add_(
+    expected = x.new_zeros(300, 4, 4).index_add_(
         0, loop_index[1], alpha.unsqueeze(-1) * h[loop_index[0]])
     torch.testing.assert_close(out, expected.view(300, 16) + layer.bias, atol=1e-10,
                                rtol=1e-10)
+
+
+# Gradcheck of the whole layer ################################################
+
+
+@parametrize()
+@pytest.mark.parametrize('heads,concat,edge_dim,dropout,bipartite,loops', [
+    (1, True, None, 0.0, False, True),
+    (3, True, None, 0.0, False, True),
+    (3, False, None, 0.0, False, True),
+    (2, True, 2, 0.0, False, True),
+    (2, False, 2, 0.0, False, False),
+    (3, True, None, 0.4, False, True),
+    (2, True, 2, 0.4, False, True),
+    (2, True, None, 0.0, True, False),
+    (2, False, 2, 0.3, True, False),
+], ids=['h1', 'h3-concat', 'h3-mean', 'edge', 'edge-mean-noloops', 'dropout', 'edge-dropout',
+        'bipartite', 'bipartite-edge-dropout-mean'])
+def test_gradcheck(impl, heads, concat, edge_dim, dropout, bipartite, loops):
+    """The whole layer, float64 gradcheck with respect to the features, the edge features
+    and every parameter (dropout: the same seed in every evaluation)."""
+    gen = torch.Generator().manual_seed(3)
+    num_src, num_dst, e = 7, (5 if bipartite else 7), 24
+    x_src = torch.randn(num_src, 4, generator=gen, dtype=torch.float64)
+    x_dst = torch.randn(num_dst, 3, generator=gen, dtype=torch.float64) if bipartite else None
+    edge_index = torch.stack([torch.randint(0, num_src, (e,), generator=gen),
+                              torch.randint(0, num_dst, (e,), generator=gen)])
+    edge_attr = torch.randn(e, edge_dim, generator=gen, dtype=torch.float64) if edge_dim else None
+    torch.manual_seed(0)
+    conv = GATConv((4, 3) if bipartite else 4, 3, heads=heads, concat=concat,
+                   edge_dim=edge_dim, dropout=dropout, add_self_loops=loops)
+    conv = conv.to(impl.device, torch.float64).train()
+    names = [name for name, _ in conv.named_parameters()]
+    inputs = [x_src] + ([x_dst] if bipartite else []) + ([edge_attr] if edge_dim else [])
+    leaves = [t.to(impl.device).requires_grad_() for t in inputs] + [
+        p.detach().clone().requires_grad_() for p in conv.parameters()]
+    edge_index = edge_index.to(impl.device)
+
+    def fn(*args):
+        features, params = args[:len(inputs)], args[len(inputs):]
+        xs = (features[0], features[1]) if bipartite else features[0]
+        attr = features[-1] if edge_dim else None
+        torch.manual_seed(7)  # the dropout seed: the same mask in every evaluation
+        return torch.func.functional_call(conv, dict(zip(names, params)),
+                                          (xs, edge_index, attr))
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
 
 
 # Bad input ###################################################################
@@ -700,8 +763,8 @@ def _bad_input_cases():
          f'target index {N_SRC + 3}'),
         ('bipartite_target_out_of_range', dict(in_channels=(F_SRC, F_SRC)),
          ((x, x[:6]), set_(ei.clamp(max=5), 1, 2, 6)), IndexError, 'target index 6'),
-        ('negative_source', {}, (x, set_(ei, 0, 1, -1)), IndexError, 'negative'),
-        ('negative_target', {}, (x, set_(ei, 1, 1, -2)), IndexError, 'negative'),
+        ('negative_source', {}, (x, set_(ei, 0, 1, -1)), IndexError, 'negative source'),
+        ('negative_target', {}, (x, set_(ei, 1, 1, -2)), IndexError, 'negative target'),
         ('x_width', {}, (torch.randn(N_SRC, F_SRC + 1), ei), ValueError,
          f'built for {F_SRC} channels'),
         ('x_dst_width', dict(in_channels=(F_SRC, F_DST)),
@@ -772,22 +835,23 @@ def test_flow_target_to_source(form, loops, backend):
                  inputs='x', graph='isolated')
     kwargs = dict(layer_kwargs(cfg), flow='target_to_source')
     torch.manual_seed(0)
-    pyg = PyGGATConv(**kwargs).double().eval()
-    ours = GATConv(**kwargs).double().eval()
+    device = backend
+    pyg = PyGGATConv(**kwargs).to(device, torch.float64).eval()
+    ours = GATConv(**kwargs).to(device, torch.float64).eval()
     ours.load_state_dict(pyg.state_dict())
     if form in SPARSE_FORMS:
         with pytest.raises(ValueError) as pyg_error:
-            run(pyg, make_inputs(cfg), cfg.key)
+            run(pyg, make_inputs(cfg, device=device), cfg.key)
         with pytest.raises(ValueError) as our_error:
-            run(ours, make_inputs(cfg), cfg.key)
+            run(ours, make_inputs(cfg, device=device), cfg.key)
         assert 'target_to_source' in str(our_error.value), str(pyg_error.value)
         return
     if form == 'int32':
-        ours_result = run(ours, make_inputs(cfg), cfg.key)
+        ours_result = run(ours, make_inputs(cfg, device=device), cfg.key)
         ours_result = (ours_result[0], ours_result[1].long()) + ours_result[2:]
-        ref = run(pyg, make_inputs(cfg, form='long'), cfg.key)
+        ref = run(pyg, make_inputs(cfg, form='long', device=device), cfg.key)
     else:
-        ours_result, ref = run(ours, make_inputs(cfg), cfg.key), run(pyg, make_inputs(cfg),
+        ours_result, ref = run(ours, make_inputs(cfg, device=device), cfg.key), run(pyg, make_inputs(cfg, device=device),
                                                                        cfg.key)
     assert_close_results(ours_result, ref, 1e-10)
 

@@ -8,7 +8,8 @@ import torch_geometric.typing
 from torch_geometric.nn import GATConv as PyGGATConv
 
 from gat_pyg.nn import GATConv
-from gat_pyg.ops.graph import GraphCache, build_segment_graph
+from gat_pyg.ops.graph import (GraphCache, GraphLayout, build_segment_graph,
+                               segment_graph_from_ptr)
 
 # build_segment_graph #########################################################
 
@@ -36,7 +37,11 @@ def _is_permutation(perm: torch.Tensor, n: int) -> bool:
 def test_build_segment_graph_invariants(kind, sizes, index_dtype):
     num_src, num_dst = sizes
     src, dst = _random_edges(kind, num_src, num_dst, seed=num_src * 100 + num_dst)
-    g = build_segment_graph(src, dst, num_src, num_dst, index_dtype=index_dtype)
+    g = build_segment_graph(src, dst, num_src, num_dst, GraphLayout((index_dtype, )))
+    csr_only = build_segment_graph(src, dst, num_src, num_dst,
+                                   GraphLayout((index_dtype, ), csc=False))
+    assert not csr_only.has_csc and g.has_csc and g.index_dtype == index_dtype
+    assert all(torch.equal(a, b) for a, b in zip(csr_only[:3], g[:3]))
     num_edges = src.numel()
     assert g.num_edges == num_edges and (g.num_src, g.num_dst) == (num_src, num_dst)
     for name in ('ptr', 'src', 'perm', 'src_ptr', 'csc_dst', 'csc_slot'):
@@ -80,12 +85,42 @@ def test_build_segment_graph_is_deterministic():
         assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
 
 
+def test_layout_index_dtype_and_csc():
+    narrow = GraphLayout()
+    assert narrow.index_dtype(10, 5, 5) == torch.int32
+    assert narrow.index_dtype(2**31 - 1, 5, 5) == torch.int32
+    assert narrow.index_dtype(2**31, 5, 5) == torch.int64
+    assert narrow.index_dtype(10, 5, 2**31 - 1) == torch.int64  # ptr holds num_dst + 1
+    with pytest.raises(ValueError, match='does not fit'):
+        GraphLayout((torch.int32, )).index_dtype(2**31, 5, 5)
+    src, dst = _random_edges('random', 20, 20, seed=3)
+    assert build_segment_graph(src.int(), dst.int(), 20, 20,
+                               GraphLayout((torch.int64, ))).index_dtype == torch.int64
+
+
+@pytest.mark.parametrize('csc', [True, False])
+@pytest.mark.parametrize('index_dtype', [torch.int64, torch.int32])
+def test_segment_graph_from_ptr_matches_the_sorted_build(csc, index_dtype):
+    batch = torch.tensor([0, 0, 1, 3, 3, 3])
+    layout = GraphLayout((index_dtype, ), csc)
+    ptr = torch.tensor([0, 2, 3, 3, 6])
+    from_ptr = segment_graph_from_ptr(ptr, 6, layout)
+    built = build_segment_graph(torch.arange(6), batch, 6, 4, layout)
+    assert from_ptr.has_csc == csc and from_ptr.index_dtype == index_dtype
+    for a, b in zip(from_ptr, built):
+        assert (a is None and b is None) or (torch.equal(a, b) if isinstance(a, torch.Tensor)
+                                             else a == b)
+
+
 def test_build_segment_graph_rejects_out_of_range():
     src, dst = torch.tensor([0, 1, 5]), torch.tensor([1, 2, 0])
     with pytest.raises(IndexError, match='source index 5'):
         build_segment_graph(src, dst, 5, 5)
-    with pytest.raises(IndexError, match='target index -1'):
+    with pytest.raises(IndexError, match='negative target index'):
         build_segment_graph(dst, torch.tensor([0, -1, 0]), 5, 5)
+    # check=False: the caller has checked (the layers check edge_index once per graph).
+    graph = build_segment_graph(src, dst, 6, 5, check=False)
+    assert graph.num_src == 6
 
 
 # GraphCache ##################################################################
@@ -145,7 +180,7 @@ def test_layer_hits_cache_on_repeated_calls(clean_graph_cache, add_self_loops):
     pyg, ours = _pair(add_self_loops)
     x = torch.randn(20, 6, dtype=torch.float64)
     edge_index = torch.randint(0, 20, (2, 60))
-    per_call = 2 if add_self_loops else 1  # the looped index, then its segment graph
+    per_call = 1  # one entry per edge_index: the looped edges and their segment graph
     _check(ours, pyg, x, edge_index)
     assert (clean_graph_cache.hits, clean_graph_cache.misses) == (0, per_call)
     for calls in range(1, 4):
@@ -178,7 +213,7 @@ def test_freed_tensor_drops_entry(clean_graph_cache):
     x = torch.randn(20, 6, dtype=torch.float64)
     edge_index = torch.randint(0, 20, (2, 60))
     _check(ours, pyg, x, edge_index)
-    assert len(clean_graph_cache) == 2  # on edge_index, and on its looped version
+    assert len(clean_graph_cache) == 1  # on edge_index: its looped edges and their graph
     del edge_index
     gc.collect()
     assert len(clean_graph_cache) == 0
@@ -199,8 +234,8 @@ def test_num_nodes_are_part_of_the_key(clean_graph_cache):
         x = torch.randn(num_nodes, 6, dtype=torch.float64)
         out = _check(ours, pyg, x, edge_index)
         assert out.shape == (num_nodes, 8)
-    assert clean_graph_cache.misses == 3 * 2  # 12, 15 and 20 nodes
-    assert clean_graph_cache.hits == 2 * 2
+    assert clean_graph_cache.misses == 3  # 12, 15 and 20 nodes
+    assert clean_graph_cache.hits == 2
     bipartite_pyg, bipartite = _pair(False)
     x_src = torch.randn(12, 6, dtype=torch.float64)
     for num_dst in (12, 13):  # the number of targets only
@@ -233,3 +268,32 @@ def test_sparse_tensors_sharing_col(clean_graph_cache):
     for adj in adjs + adjs:
         torch.testing.assert_close(ours(x, adj), pyg(x, adj), atol=1e-10, rtol=1e-10)
     assert (clean_graph_cache.hits, clean_graph_cache.misses) == (2, 2)
+
+
+@pytest.mark.parametrize('form', ['long', 'int32'])
+@pytest.mark.parametrize('add_self_loops', [False, True])
+def test_cache_hit_checks_and_converts_nothing(clean_graph_cache, monkeypatch, form,
+                                               add_self_loops):
+    """The indices are checked once, when the graph is built; a cache hit checks nothing
+    again, and an int32 edge_index gives the kernel an int32 graph."""
+    from gat_pyg import ops
+    from gat_pyg.nn.conv import edges
+    checks = []
+    real = edges.check_node_indices
+    monkeypatch.setattr(edges, 'check_node_indices',
+                        lambda *args: checks.append(1) or real(*args))
+    pyg, ours = _pair(add_self_loops, edge_dim=3)
+    x = torch.randn(20, 6, dtype=torch.float64)
+    edge_index = torch.randint(0, 20, (2, 60))
+    edge_index = edge_index.int() if form == 'int32' else edge_index
+    edge_attr = torch.randn(60, 3, dtype=torch.float64)
+    for _ in range(3):
+        out, (index, alpha) = ours(x, edge_index, edge_attr, return_attention_weights=True)
+        ref, (ref_index, ref_alpha) = pyg(x, edge_index.long(), edge_attr,
+                                          return_attention_weights=True)
+        torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(alpha, ref_alpha, atol=1e-10, rtol=1e-10)
+    assert len(checks) == 1 and clean_graph_cache.misses == 1
+    if ops.backends.uses_kernel('cpu'):
+        (entry, ) = clean_graph_cache._entries.values()
+        assert entry.value.graph.index_dtype == torch.int32

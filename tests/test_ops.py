@@ -1,9 +1,10 @@
-"""The fused CPU segment-attention operator against the reference (the oracle), autograd
-(gradcheck), the torch.library contract (opcheck, torch.compile), determinism, input
-validation and backend dispatch."""
+"""Segment attention on every implementation (the reference and each loaded kernel, on every
+device) against the float64 reference as the oracle; autograd (gradcheck); the torch.library
+contract (opcheck, torch.compile); determinism; input validation; the backend choice."""
 import os
 import subprocess
 import sys
+import warnings
 from typing import NamedTuple, Optional
 
 import pytest
@@ -11,18 +12,12 @@ import torch
 from torch import Tensor
 
 from gat_pyg import ops
-from gat_pyg.ops import build_segment_graph, fused, reference
+from gat_pyg.ops import GraphLayout, backends, build_segment_graph, reference
 from gat_pyg.ops.graph import SegmentGraph
-
-# The extension builds on first use (a minute or two, once per source version). Without a
-# compiler these tests are skipped, unless CI requires the fused path (GAT_PYG_REQUIRE_FUSED=1,
-# see .ci/run), where they fail instead.
-REQUIRE_FUSED = os.environ.get('GAT_PYG_REQUIRE_FUSED') == '1'
-pytestmark = pytest.mark.skipif(
-    not REQUIRE_FUSED and not fused.is_available(),
-    reason=f'fused extension unavailable: {fused.load_error()!r}')
+from implementations import IMPLEMENTATIONS, KERNELS, REQUIRED_KERNELS, parametrize
 
 SLOPE = 0.2
+CPU_KERNEL = [impl for impl in KERNELS if impl.device == 'cpu']
 
 
 class Case(NamedTuple):
@@ -58,13 +53,24 @@ CASES = [
 IDS = [case.name for case in CASES]
 
 
-def test_fused_present_where_required():
-    fused.load_library()  # raises the build error, if any
-    assert fused.is_available()
-    assert os.path.isfile(os.path.join(fused.build_directory(), 'gat_pyg_ops.so'))
+def test_required_kernels_load():
+    """Each kernel named in GAT_PYG_REQUIRE_KERNELS loads, so its tests really run."""
+    status = ops.available_kernels()
+    for device in REQUIRED_KERNELS:
+        assert device in status, f'no kernel registered for {device!r}'
+        assert status[device].loaded, status[device].reason
+        assert any(impl.device == device for impl in KERNELS)
+    if 'cpu' in REQUIRED_KERNELS:
+        from gat_pyg.ops.cpu import build_directory
+        assert os.path.isfile(os.path.join(build_directory(), 'gat_pyg_ops.so'))
 
 
-def make_graph(case: Case, generator: torch.Generator) -> SegmentGraph:
+def layout_of(impl) -> GraphLayout:
+    return ops.graph_layout(torch.device(impl.device))
+
+
+def make_graph(case: Case, generator: torch.Generator, device='cpu',
+               layout: GraphLayout = GraphLayout()) -> SegmentGraph:
     num_dst = case.num_dst if case.num_dst is not None else case.num_src
     live = num_dst - case.isolated
     src = torch.randint(0, case.num_src, (case.num_edges,), generator=generator)
@@ -72,14 +78,19 @@ def make_graph(case: Case, generator: torch.Generator) -> SegmentGraph:
     if case.duplicates and case.num_edges >= 8:
         src[4:8] = src[0]
         dst[4:8] = dst[0]
-    return build_segment_graph(src, dst, case.num_src, num_dst, index_dtype=case.index_dtype)
+    if case.index_dtype in layout.index_dtypes:  # else the implementation's own
+        layout = layout._replace(index_dtypes=(case.index_dtype, ))
+    return build_segment_graph(src.to(device), dst.to(device), case.num_src, num_dst, layout)
 
 
-def make_inputs(case: Case, graph: SegmentGraph, dtype: torch.dtype, seed: int = 0):
+def make_inputs(case: Case, graph: SegmentGraph, dtype: torch.dtype, seed: int = 0,
+                device='cpu'):
+    """Random inputs, float32-exact, so that one set of numbers serves every dtype."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+        values = torch.randn(*shape, generator=gen, dtype=torch.float64).float()
+        return values.to(device=device, dtype=dtype)
 
     H, C = case.heads, case.channels
     h = rand(graph.num_src, H, C)
@@ -90,58 +101,75 @@ def make_inputs(case: Case, graph: SegmentGraph, dtype: torch.dtype, seed: int =
 
 
 def run(fn, graph, inputs, case: Case, return_alpha: bool, seed: Tensor):
-    """Forward + backward of a random linear loss on out (and alpha); returns everything."""
+    """Forward + backward of a random linear loss on out (and alpha); returns the output,
+    the attention and the gradients of every input that is given."""
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
     out, alpha = fn(graph, *leaves, SLOPE, case.dropout, seed, return_alpha)
     gen = torch.Generator().manual_seed(123)
-    loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum()
+
+    def weights(like):
+        return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like)
+
+    loss = (out * weights(out)).sum()
     if return_alpha:
-        loss = loss + (alpha * torch.randn(alpha.shape, generator=gen, dtype=alpha.dtype)).sum()
+        loss = loss + (alpha * weights(alpha)).sum()
     wrt = [t for t in leaves if t is not None]
-    grads = torch.autograd.grad(loss, wrt, allow_unused=True) if loss.requires_grad else [
-        None] * len(wrt)
-    return out, alpha, grads
+    grads = (torch.autograd.grad(loss, wrt, allow_unused=True) if loss.requires_grad
+             else [None] * len(wrt))
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt)]
+    return [out, alpha] + list(grads)
 
 
-def assert_close(actual, expected, dtype):
-    if dtype == torch.float64:
-        tol = {'rtol': 1e-10, 'atol': 1e-12}
-    else:
-        tol = {'rtol': 2e-5, 'atol': 2e-6}
-    if expected is None:
-        assert actual is None or not actual.any()
-        return
-    torch.testing.assert_close(actual, expected, **tol)
+def assert_within_reference_error(results, oracle, reference32, what):
+    """Each result is within 1e-10 of the float64 oracle (float64 results), or no further
+    from it than twice the float32 reference's own error, plus one float32 rounding at the
+    tensor's scale (float32 results; the reference's error can be 0 on a tiny graph)."""
+    for name, actual, exact, ref32 in zip(what, results, oracle, reference32):
+        if exact is None:
+            assert actual is None, name
+            continue
+        assert actual.shape == exact.shape, name
+        actual = actual.detach().cpu().double()
+        scale = max(1.0, exact.abs().max().item()) if exact.numel() else 1.0
+        error = (actual - exact).abs().max().item() if exact.numel() else 0.0
+        if ref32 is None:  # float64
+            assert error <= 1e-10 * scale, f'{name}: {error}'
+        else:
+            bound = 2 * (ref32.double() - exact).abs().max().item() if exact.numel() else 0.0
+            rounding = torch.finfo(torch.float32).eps * scale
+            assert error <= bound + rounding, f'{name}: {error} > 2 x {bound / 2}'
 
 
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@parametrize()
 @pytest.mark.parametrize('return_alpha', [False, True])
 @pytest.mark.parametrize('case', CASES, ids=IDS)
-def test_matches_reference(case, return_alpha, dtype):
-    graph = make_graph(case, torch.Generator().manual_seed(1))
-    inputs = make_inputs(case, graph, dtype)
+def test_matches_reference(impl, case, return_alpha):
+    what = ['out', 'alpha', 'grad h', 'grad a_src', 'grad a_dst', 'grad a_edge']
     seed = torch.tensor(987654321987, dtype=torch.long)
-    out, alpha, grads = run(fused.segment_attention_fused, graph, inputs, case, return_alpha,
-                            seed)
-    ref_out, ref_alpha, ref_grads = run(reference.segment_attention, graph, inputs, case,
-                                        return_alpha, seed)
-    assert out.shape == ref_out.shape and out.dtype == dtype
-    assert_close(out, ref_out, dtype)
-    if return_alpha:
-        assert alpha.shape == (graph.num_edges, case.heads)
-        assert_close(alpha, ref_alpha, dtype)
-    else:
-        assert alpha is None
-    for grad, ref_grad in zip(grads, ref_grads):
-        if ref_grad is None:
-            ref_grad = torch.zeros_like(grad) if grad is not None else None
-        assert_close(grad, ref_grad, dtype)
+    graph = make_graph(case, torch.Generator().manual_seed(1), impl.device, layout_of(impl))
+    cpu_graph = make_graph(case, torch.Generator().manual_seed(1))
+    oracle = run(reference.segment_attention, cpu_graph, make_inputs(case, cpu_graph,
+                 torch.float64), case, return_alpha, seed)
+    reference32 = run(reference.segment_attention, cpu_graph, make_inputs(
+        case, cpu_graph, torch.float32), case, return_alpha, seed)
+    for dtype in (torch.float64, torch.float32):
+        inputs = make_inputs(case, graph, dtype, device=impl.device)
+        results = run(ops.segment_attention, graph, inputs, case, return_alpha, seed)
+        assert results[0].dtype == dtype and results[0].device.type == impl.device
+        if return_alpha:
+            assert results[1].shape == (graph.num_edges, case.heads)
+        else:
+            assert results[1] is None
+        assert_within_reference_error(results, oracle,
+                                      [None] * 6 if dtype == torch.float64 else reference32,
+                                      what)
 
 
+@parametrize()
 @pytest.mark.parametrize('case', CASES, ids=IDS)
-def test_gradcheck(case):
-    graph = make_graph(case, torch.Generator().manual_seed(2))
-    inputs = make_inputs(case, graph, torch.float64, seed=3)
+def test_gradcheck(impl, case):
+    graph = make_graph(case, torch.Generator().manual_seed(2), impl.device, layout_of(impl))
+    inputs = make_inputs(case, graph, torch.float64, seed=3, device=impl.device)
     present = [t.clone().requires_grad_() for t in inputs if t is not None]
     seed = torch.tensor(42, dtype=torch.long)
     return_alpha = case.num_edges > 0
@@ -151,81 +179,82 @@ def test_gradcheck(case):
         h, a_src = next(it), next(it)
         a_dst = next(it) if case.with_dst else None
         a_edge = next(it) if case.with_edge else None
-        out, alpha = fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge, SLOPE,
-                                                   case.dropout, seed, return_alpha)
+        out, alpha = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE,
+                                           case.dropout, seed, return_alpha)
         return (out, alpha) if return_alpha else out
 
     assert torch.autograd.gradcheck(fn, present, eps=1e-6, atol=1e-7)
 
 
-def test_dropout_matches_reference_hash_bit_for_bit():
+@parametrize(KERNELS)
+def test_dropout_matches_reference_hash_bit_for_bit(impl):
     """The kernel drops exactly the entries of reference.dropout_hash, for seeds with any
     high bits (negative ones included)."""
     case = Case('hash', num_src=30, num_edges=400, heads=4, channels=2)
-    graph = make_graph(case, torch.Generator().manual_seed(4))
-    h, a_src, a_dst, a_edge = make_inputs(case, graph, torch.float64)
+    graph = make_graph(case, torch.Generator().manual_seed(4), impl.device, layout_of(impl))
+    h, a_src, a_dst, a_edge = make_inputs(case, graph, torch.float64, device=impl.device)
     for value in (0, 1, 2**32 + 5, 2**62 + 12345, -1, -(2**40) - 7):
         seed = torch.tensor(value, dtype=torch.long)
         for p in (0.1, 0.5, 0.9):
-            _, alpha = fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge, SLOPE, p,
-                                                     seed, return_alpha=True)
+            _, alpha = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE, p, seed,
+                                             return_alpha=True)
             keep = reference.dropout_hash(seed, torch.arange(graph.num_edges), 4) >= \
                 reference.dropout_threshold(p)
-            assert torch.equal(alpha != 0, keep)
+            assert torch.equal(alpha.cpu() != 0, keep)
 
 
-def test_dropout_one_drops_everything():
+@parametrize()
+def test_dropout_one_drops_everything(impl):
     case = Case('p1')
-    graph = make_graph(case, torch.Generator().manual_seed(5))
-    inputs = [t.requires_grad_() for t in make_inputs(case, graph, torch.float64)]
-    out, alpha = fused.segment_attention_fused(graph, *inputs, SLOPE, 1.0,
-                                               torch.tensor(3), return_alpha=True)
+    graph = make_graph(case, torch.Generator().manual_seed(5), impl.device, layout_of(impl))
+    inputs = [t.requires_grad_() for t in make_inputs(case, graph, torch.float64,
+                                                      device=impl.device)]
+    out, alpha = ops.segment_attention(graph, *inputs, SLOPE, 1.0, torch.tensor(3),
+                                       return_alpha=True)
     assert not out.any() and not alpha.any()
     out.sum().backward()
     assert all(not t.grad.any() for t in inputs)
 
 
-def test_bfloat16_close_to_float32():
+@parametrize(KERNELS)
+def test_bfloat16_close_to_float32(impl):
     case = Case('bf16', num_src=20, num_edges=120, heads=2, channels=8)
-    graph = make_graph(case, torch.Generator().manual_seed(6))
-    inputs = make_inputs(case, graph, torch.bfloat16)
-    out, alpha, grads = run(fused.segment_attention_fused, graph, inputs, case, True,
-                            torch.tensor(0))
-    wide = [t.float() for t in inputs]
-    ref_out, ref_alpha, ref_grads = run(reference.segment_attention, graph, wide, case, True,
-                                        torch.tensor(0))
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref_out, rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(alpha.float(), ref_alpha, rtol=2e-2, atol=2e-2)
-    for grad, ref_grad in zip(grads, ref_grads):
-        torch.testing.assert_close(grad.float(), ref_grad, rtol=5e-2, atol=5e-2)
+    graph = make_graph(case, torch.Generator().manual_seed(6), impl.device, layout_of(impl))
+    cpu_graph = make_graph(case, torch.Generator().manual_seed(6))
+    inputs = make_inputs(case, graph, torch.bfloat16, device=impl.device)
+    results = run(ops.segment_attention, graph, inputs, case, True, torch.tensor(0))
+    wide = [t.cpu().double() for t in inputs]
+    expected = run(reference.segment_attention, cpu_graph, wide, case, True, torch.tensor(0))
+    assert results[0].dtype == torch.bfloat16
+    for actual, exact in zip(results, expected):
+        torch.testing.assert_close(actual.cpu().double(), exact, rtol=5e-2, atol=5e-2)
 
 
 # torch.library contract ##########################################################################
 
-def _op_args(case: Case, return_alpha: bool, requires_grad: bool = True):
-    graph = make_graph(case, torch.Generator().manual_seed(7))
-    h, a_src, a_dst, a_edge = make_inputs(case, graph, torch.float64)
-    tensors = [h, a_src, a_dst, a_edge]
+def _op_args(impl, case: Case, return_alpha: bool, requires_grad: bool = True):
+    graph = make_graph(case, torch.Generator().manual_seed(7), impl.device, layout_of(impl))
+    tensors = list(make_inputs(case, graph, torch.float64, device=impl.device))
     if requires_grad:
         tensors = [t.requires_grad_() if t is not None else None for t in tensors]
     seed = torch.tensor(11) if case.dropout > 0 else None
-    return (graph.ptr, graph.src, graph.perm, graph.src_ptr, graph.csc_dst, graph.csc_slot,
-            *tensors, SLOPE, case.dropout, seed, return_alpha, case.with_dst)
+    return (*graph[:6], *tensors, SLOPE, case.dropout, seed, return_alpha, case.with_dst)
 
 
+@parametrize(KERNELS)
 @pytest.mark.parametrize('case,return_alpha', [
     (Case('opcheck'), True),
     (Case('opcheck_dropout', dropout=0.4, with_edge=False), False),
     (Case('opcheck_src_only', with_dst=False, with_edge=False, index_dtype=torch.int32), True),
 ], ids=['full', 'dropout', 'src_only_int32'])
-def test_opcheck_forward(case, return_alpha):
+def test_opcheck_forward(impl, case, return_alpha):
     torch.library.opcheck(torch.ops.gat_pyg.segment_attention_fwd.default,
-                          _op_args(case, return_alpha))
+                          _op_args(impl, case, return_alpha))
 
 
-def test_opcheck_backward():
-    args = _op_args(Case('opcheck_bwd', dropout=0.3), True, requires_grad=False)
+@parametrize(KERNELS)
+def test_opcheck_backward(impl):
+    args = _op_args(impl, Case('opcheck_bwd', dropout=0.3), True, requires_grad=False)
     out, lse, alpha, out_slope, slope_sum = torch.ops.gat_pyg.segment_attention_fwd(*args)
     ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a_edge = args[:10]
     grad_out = torch.randn_like(out)
@@ -236,10 +265,12 @@ def test_opcheck_backward():
         [True, True, True, True]))
 
 
-def test_torch_compile_fullgraph():
+@parametrize()
+def test_torch_compile_fullgraph(impl):
+    torch._dynamo.reset()
     case = Case('compile', num_src=12, num_edges=60, heads=2, channels=4, dropout=0.25)
-    graph = make_graph(case, torch.Generator().manual_seed(8))
-    inputs = make_inputs(case, graph, torch.float32)
+    graph = make_graph(case, torch.Generator().manual_seed(8), impl.device, layout_of(impl))
+    inputs = make_inputs(case, graph, torch.float32, device=impl.device)
     seed = torch.tensor(5)
 
     def fn(graph, h, a_src, a_dst, a_edge, seed):
@@ -248,13 +279,12 @@ def test_torch_compile_fullgraph():
         return (out.sum(-1) * 2.0).sum() + (alpha * alpha).sum()
 
     compiled = torch.compile(fn, fullgraph=True)
-    with ops.use_backend('fused'):
-        eager_leaves = [t.clone().requires_grad_() for t in inputs]
-        compiled_leaves = [t.clone().requires_grad_() for t in inputs]
-        expected = fn(graph, *eager_leaves, seed)
-        actual = compiled(graph, *compiled_leaves, seed)
-        expected.backward()
-        actual.backward()
+    eager_leaves = [t.clone().requires_grad_() for t in inputs]
+    compiled_leaves = [t.clone().requires_grad_() for t in inputs]
+    expected = fn(graph, *eager_leaves, seed)
+    actual = compiled(graph, *compiled_leaves, seed)
+    expected.backward()
+    actual.backward()
     torch.testing.assert_close(actual, expected)
     for a, b in zip(compiled_leaves, eager_leaves):
         torch.testing.assert_close(a.grad, b.grad)
@@ -262,7 +292,7 @@ def test_torch_compile_fullgraph():
 
 # Determinism #####################################################################################
 
-def _large_problem():
+def _large_problem(impl):
     gen = torch.Generator().manual_seed(9)
     n = 3000
     # Skewed degrees: a few hubs receive and send many edges.
@@ -271,104 +301,107 @@ def _large_problem():
     dst = torch.cat([torch.randint(0, n, (30000,), generator=gen),
                      torch.randint(0, n, (5000,), generator=gen)])
     dst[:3000] = 7
-    graph = build_segment_graph(src, dst, n, n)
+    graph = build_segment_graph(src.to(impl.device), dst.to(impl.device), n, n,
+                                layout_of(impl))
     case = Case('large', num_src=n, num_edges=graph.num_edges, heads=4, channels=8,
                 dropout=0.1)
-    return graph, make_inputs(case, graph, torch.float32), case
+    return graph, make_inputs(case, graph, torch.float32, device=impl.device), case
 
 
-def test_bitwise_deterministic_across_runs_and_threads():
-    graph, inputs, case = _large_problem()
+@parametrize(KERNELS)
+def test_bitwise_deterministic_across_runs_and_threads(impl):
+    graph, inputs, case = _large_problem(impl)
     seed = torch.tensor(77)
     threads = torch.get_num_threads()
     results = []
     try:
         for num_threads in (1, 2, 2, 1):
             torch.set_num_threads(num_threads)
-            results.append(run(fused.segment_attention_fused, graph, inputs, case, True, seed))
+            results.append(run(ops.segment_attention, graph, inputs, case, True, seed))
     finally:
         torch.set_num_threads(threads)
-    first = results[0]
     for other in results[1:]:
-        assert torch.equal(other[0], first[0])
-        assert torch.equal(other[1], first[1])
-        for a, b in zip(other[2], first[2]):
+        for a, b in zip(other, results[0]):
             assert torch.equal(a, b)
 
 
 # Input validation ################################################################################
 
 @pytest.fixture
-def small():
+def small(impl):
     case = Case('small')
-    graph = make_graph(case, torch.Generator().manual_seed(10))
-    return graph, make_inputs(case, graph, torch.float32)
+    graph = make_graph(case, torch.Generator().manual_seed(10), impl.device, layout_of(impl))
+    return graph, make_inputs(case, graph, torch.float32, device=impl.device)
 
 
+@parametrize(KERNELS)
 @pytest.mark.parametrize('field,index,value', [
     ('src', 3, 9), ('src', 0, -1), ('src', 5, 10**9), ('perm', 2, 40), ('perm', 1, -3),
 ])
-def test_out_of_range_index_raises(small, field, index, value):
+def test_out_of_range_index_raises(impl, small, field, index, value):
     graph, inputs = small
     bad = getattr(graph, field).clone()
     bad[index] = value
     with pytest.raises(IndexError):
-        fused.segment_attention_fused(graph._replace(**{field: bad}), *inputs, SLOPE)
+        ops.segment_attention(graph._replace(**{field: bad}), *inputs, SLOPE)
 
 
+@parametrize(KERNELS)
 @pytest.mark.parametrize('field,index,value', [
     ('csc_dst', 3, 9), ('csc_dst', 0, -2), ('csc_slot', 4, 40), ('src_ptr', 2, 1000),
 ])
-def test_out_of_range_index_raises_in_backward(small, field, index, value):
+def test_out_of_range_index_raises_in_backward(impl, small, field, index, value):
     graph, inputs = small
     bad = getattr(graph, field).clone()
     bad[index] = value
     leaves = [t.requires_grad_() for t in inputs]
-    out, _ = fused.segment_attention_fused(graph._replace(**{field: bad}), *leaves, SLOPE)
+    out, _ = ops.segment_attention(graph._replace(**{field: bad}), *leaves, SLOPE)
     with pytest.raises(IndexError):
         out.sum().backward()
 
 
-def test_bad_ptr_raises(small):
+@parametrize(KERNELS)
+def test_bad_ptr_raises(impl, small):
     graph, inputs = small
     for ptr in (graph.ptr.flip(0), graph.ptr - 1, graph.ptr * 2):
         with pytest.raises(IndexError):
-            fused.segment_attention_fused(graph._replace(ptr=ptr.contiguous()), *inputs, SLOPE)
+            ops.segment_attention(graph._replace(ptr=ptr.contiguous()), *inputs, SLOPE)
 
 
-def test_shape_and_dtype_mismatches_raise(small):
+@parametrize(KERNELS)
+def test_shape_dtype_and_device_mismatches_raise(impl, small):
     graph, (h, a_src, a_dst, a_edge) = small
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h, a_src[:-1], a_dst, a_edge, SLOPE)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h, a_src, a_dst[:, :2], a_edge, SLOPE)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge[1:], SLOPE)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h[:, :, 0], a_src, a_dst, a_edge, SLOPE)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h[1:], a_src[1:], a_dst, a_edge, SLOPE)
+    attend = ops.segment_attention
+    for args in ((graph, h, a_src[:-1], a_dst, a_edge), (graph, h, a_src, a_dst[:, :2], a_edge),
+                 (graph, h, a_src, a_dst, a_edge[1:]), (graph, h[:, :, 0], a_src, a_dst, a_edge),
+                 (graph, h[1:], a_src[1:], a_dst, a_edge)):
+        with pytest.raises(ValueError):
+            attend(*args, SLOPE)
     with pytest.raises(TypeError):
-        fused.segment_attention_fused(graph, h, a_src.double(), a_dst, a_edge, SLOPE)
+        attend(graph, h, a_src.double(), a_dst, a_edge, SLOPE)
     with pytest.raises(TypeError):
-        fused.segment_attention_fused(graph, h.half(), a_src.half(), None, None, SLOPE)
+        attend(graph, h.half(), a_src.half(), None, None, SLOPE)
+    wrong_dtype = torch.int64 if graph.index_dtype == torch.int32 else torch.int32
     with pytest.raises(TypeError):
-        fused.segment_attention_fused(graph._replace(perm=graph.perm.int()), h, a_src, a_dst,
-                                      a_edge, SLOPE)
+        attend(graph._replace(perm=graph.perm.to(wrong_dtype)), h, a_src, a_dst, a_edge, SLOPE)
     with pytest.raises(TypeError):
-        fused.segment_attention_fused(graph._replace(src=graph.src.float()), h, a_src, a_dst,
-                                      a_edge, SLOPE)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge, SLOPE, dropout=0.5)
-    with pytest.raises(ValueError):
-        fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge, SLOPE, dropout=1.5,
-                                      seed=torch.tensor(1))
+        attend(graph._replace(src=graph.src.float()), h, a_src, a_dst, a_edge, SLOPE)
+    with pytest.raises(ValueError, match='needs a seed'):
+        attend(graph, h, a_src, a_dst, a_edge, SLOPE, dropout=0.5)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        attend(graph, h, a_src, a_dst, a_edge, SLOPE, dropout=1.5, seed=torch.tensor(1))
+    with pytest.raises(ValueError, match="CSC"):
+        attend(graph._replace(src_ptr=None, csc_dst=None, csc_slot=None), h, a_src, a_dst,
+               a_edge, SLOPE)
+    with pytest.raises(ValueError, match="'a_src' is on meta"):
+        attend(graph, h, a_src.to('meta'), a_dst, a_edge, SLOPE)
 
 
-def test_cpp_entry_validates_too(small):
+@parametrize(CPU_KERNEL)
+def test_cpp_entry_validates_too(impl, small):
     """Bypassing the Python checks, the C++ entry still refuses bad shapes and dtypes."""
     graph, (h, a_src, a_dst, a_edge) = small
-    index = (graph.ptr, graph.src, graph.perm, graph.src_ptr, graph.csc_dst, graph.csc_slot)
+    index = graph[:6]
     op = torch.ops.gat_pyg.segment_attention_fwd
     with pytest.raises((ValueError, RuntimeError)):
         op(*index, h, a_src[:-1], a_dst, a_edge, SLOPE, 0.0, None, False, False)
@@ -386,31 +419,35 @@ def test_cpp_entry_validates_too(small):
            0.0, None, False, False)
 
 
-def test_non_contiguous_inputs_are_accepted(small):
+@parametrize(KERNELS)
+def test_non_contiguous_inputs_are_accepted(impl, small):
     graph, (h, a_src, a_dst, a_edge) = small
     h_nc = h.transpose(1, 2).contiguous().transpose(1, 2)
     a_src_nc = a_src.t().contiguous().t()
     assert not h_nc.is_contiguous() and not a_src_nc.is_contiguous()
-    expected, _ = fused.segment_attention_fused(graph, h, a_src, a_dst, a_edge, SLOPE)
-    actual, _ = fused.segment_attention_fused(graph, h_nc, a_src_nc, a_dst, a_edge, SLOPE)
+    expected, _ = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE)
+    actual, _ = ops.segment_attention(graph, h_nc, a_src_nc, a_dst, a_edge, SLOPE)
     assert torch.equal(actual, expected)
 
 
-def test_column_blocks_are_read_in_place(small):
+@parametrize(KERNELS)
+def test_column_blocks_are_read_in_place(impl, small):
     """h, a_src and a_dst as column blocks of one [N, H*C + 2H] product (as GATConv passes
     them): same bits as contiguous copies, forward and backward, with no copy of the blocks."""
+    from gat_pyg.ops._library import node_rows
     graph, (h, a_src, a_dst, a_edge) = small
     n, heads, channels = h.shape
     table = torch.cat([h.reshape(n, -1), a_src, a_dst], dim=1).requires_grad_()
     blocks = table.split([heads * channels, heads, heads], dim=1)
     h_view = blocks[0].view(n, heads, channels)
     assert not h_view.is_contiguous()
-    assert fused._node_rows(h_view) is h_view and fused._node_rows(blocks[1]) is blocks[1]
-    grad_out = torch.randn(graph.num_dst, heads, channels, generator=torch.Generator().manual_seed(5))
-    out, _ = fused.segment_attention_fused(graph, h_view, blocks[1], blocks[2], a_edge, SLOPE)
+    assert node_rows(h_view) is h_view and node_rows(blocks[1]) is blocks[1]
+    grad_out = torch.randn(graph.num_dst, heads, channels,
+                           generator=torch.Generator().manual_seed(5)).to(h.device)
+    out, _ = ops.segment_attention(graph, h_view, blocks[1], blocks[2], a_edge, SLOPE)
     out.backward(grad_out)
     leaves = [t.clone().requires_grad_() for t in (h, a_src, a_dst)]
-    expected, _ = fused.segment_attention_fused(graph, *leaves, a_edge, SLOPE)
+    expected, _ = ops.segment_attention(graph, *leaves, a_edge, SLOPE)
     expected.backward(grad_out)
     assert torch.equal(out, expected)
     grads = table.grad.split([heads * channels, heads, heads], dim=1)
@@ -418,38 +455,30 @@ def test_column_blocks_are_read_in_place(small):
     assert torch.equal(grads[1], leaves[1].grad) and torch.equal(grads[2], leaves[2].grad)
 
 
-def test_build_segment_graph_validates_and_supports_int32():
-    src = torch.tensor([0, 1, 2, 2])
-    dst = torch.tensor([1, 2, 0, 0])
-    with pytest.raises(IndexError):
-        build_segment_graph(src, dst, 2, 3)
-    with pytest.raises(IndexError):
-        build_segment_graph(src, torch.tensor([1, -1, 0, 0]), 3, 3)
-    graph = build_segment_graph(src, dst, 3, 3, index_dtype=torch.int32)
-    assert all(t.dtype == torch.int32 for t in graph[:6])
-    wide = build_segment_graph(src, dst, 3, 3)
-    for narrow_t, wide_t in zip(graph[:6], wide[:6]):
-        assert torch.equal(narrow_t.long(), wide_t)
+# Backends and kernels ###########################################################################
 
-
-# Backend dispatch ################################################################################
-
-def test_backend_switch(small, monkeypatch):
-    graph, inputs = small
+def test_backend_choice(monkeypatch):
+    """'reference' never calls a kernel, 'kernel' and its old name 'fused' always do (on a
+    device with one), 'auto' does where the kernel loads; unknown names are refused."""
+    case = Case('dispatch')
+    graph = make_graph(case, torch.Generator().manual_seed(11))
+    inputs = make_inputs(case, graph, torch.float32)
     calls = []
     monkeypatch.setattr(reference, 'segment_attention',
                         lambda *a, **k: calls.append('reference') or (None, None))
     with ops.use_backend('reference'):
         assert ops.get_backend() == 'reference'
+        assert ops.graph_layout('cpu') == backends.REFERENCE_LAYOUT
         ops.segment_attention(graph, *inputs, SLOPE)
     assert calls == ['reference']
-    with ops.use_backend('fused'):
-        out, _ = ops.segment_attention(graph, *inputs, SLOPE)
-        assert out is not None and calls == ['reference']
-    with ops.use_backend('auto'):
-        out, _ = ops.segment_attention(graph, *inputs, SLOPE)
-        assert out is not None and calls == ['reference']
-    with pytest.raises(ValueError):
+    if CPU_KERNEL:
+        for name in ('kernel', 'fused', 'auto'):
+            with ops.use_backend(name):
+                assert ops.get_backend() == ('kernel' if name == 'fused' else name)
+                assert ops.graph_layout('cpu') == ops.cpu.KERNEL.layout
+                out, _ = ops.segment_attention(graph, *inputs, SLOPE)
+                assert out is not None and calls == ['reference']
+    with pytest.raises(ValueError, match='unknown segment-attention backend'):
         ops.set_backend('cuda')
     previous = ops.set_backend('reference')
     try:
@@ -459,79 +488,84 @@ def test_backend_switch(small, monkeypatch):
 
 
 def test_backend_from_environment():
-    code = ('import gat_pyg.ops as o, warnings; print(o.get_backend())')
-    env = dict(os.environ, GAT_PYG_BACKEND='reference')
-    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+    code = 'import gat_pyg.ops as o; print(o.get_backend())'
+    for value, expected in (('reference', 'reference'), ('fused', 'kernel'),
+                            ('KERNEL', 'kernel'), ('', 'auto')):
+        env = dict(os.environ, GAT_PYG_BACKEND=value)
+        result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                                text=True, check=True)
+        assert result.stdout.strip() == expected
+    result = subprocess.run([sys.executable, '-c', code],
+                            env=dict(os.environ, GAT_PYG_BACKEND='gpu'), capture_output=True,
                             text=True, check=True)
-    assert result.stdout.strip() == 'reference'
+    assert result.stdout.strip() == 'auto' and "'gpu' is not one of" in result.stderr
 
 
-# End to end: the layer on both backends ##########################################################
-
-@pytest.mark.parametrize('edge_dim', [None, 3])
-def test_gat_conv_same_on_both_backends(edge_dim):
-    from gat_pyg.nn import GATConv
-    torch.manual_seed(0)
-    n, e = 30, 120
-    x = torch.randn(n, 6, dtype=torch.float64)
-    edge_index = torch.randint(0, n, (2, e))
-    edge_attr = torch.randn(e, 3, dtype=torch.float64) if edge_dim else None
-    conv = GATConv(6, 4, heads=3, edge_dim=edge_dim, dropout=0.3).double()
-    results = {}
-    for backend in ('reference', 'fused'):
-        conv.zero_grad()
-        xb = x.clone().requires_grad_()
-        with ops.use_backend(backend):
-            torch.manual_seed(1)  # same dropout seed on both backends
-            out, (_, alpha) = conv(xb, edge_index, edge_attr, return_attention_weights=True)
-            (out.square().sum() + alpha.sum()).backward()
-        results[backend] = (out, alpha, xb.grad,
-                            {k: p.grad.clone() for k, p in conv.named_parameters()})
-    ref, fus = results['reference'], results['fused']
-    for a, b in zip(fus[:3], ref[:3]):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    for name in ref[3]:
-        torch.testing.assert_close(fus[3][name], ref[3][name], rtol=1e-10, atol=1e-12)
+@pytest.fixture
+def broken_kernel(monkeypatch):
+    """A CPU kernel that fails to load, registered in place of the real one for the test."""
+    def load():
+        raise RuntimeError('no compiler here')
+    kernel = ops.Kernel('broken', 'cpu', load)
+    monkeypatch.setattr(backends, '_kernels', {'cpu': kernel})
+    monkeypatch.setattr(backends, '_choices', {})
+    monkeypatch.setattr(backends, '_warned', set())
+    return kernel
 
 
-@pytest.mark.parametrize('heads,concat,edge_dim,dropout,bipartite,loops', [
-    (1, True, None, 0.0, False, True),
-    (3, True, None, 0.0, False, True),
-    (3, False, None, 0.0, False, True),
-    (2, True, 2, 0.0, False, True),
-    (2, False, 2, 0.0, False, False),
-    (3, True, None, 0.4, False, True),
-    (2, True, 2, 0.4, False, True),
-    (2, True, None, 0.0, True, False),
-    (2, False, 2, 0.3, True, False),
-], ids=['h1', 'h3-concat', 'h3-mean', 'edge', 'edge-mean-noloops', 'dropout', 'edge-dropout',
-        'bipartite', 'bipartite-edge-dropout-mean'])
-def test_gat_conv_gradcheck_on_fused_path(heads, concat, edge_dim, dropout, bipartite, loops):
-    """The whole layer on the fused kernel, float64 gradcheck with respect to the features,
-    the edge features and every parameter (dropout: the same seed in every evaluation)."""
-    from gat_pyg.nn import GATConv
-    gen = torch.Generator().manual_seed(3)
-    num_src, num_dst, e = 7, (5 if bipartite else 7), 24
-    x_src = torch.randn(num_src, 4, generator=gen, dtype=torch.float64)
-    x_dst = torch.randn(num_dst, 3, generator=gen, dtype=torch.float64) if bipartite else None
-    edge_index = torch.stack([torch.randint(0, num_src, (e,), generator=gen),
-                              torch.randint(0, num_dst, (e,), generator=gen)])
-    edge_attr = torch.randn(e, edge_dim, generator=gen, dtype=torch.float64) if edge_dim else None
-    torch.manual_seed(0)
-    conv = GATConv((4, 3) if bipartite else 4, 3, heads=heads, concat=concat,
-                   edge_dim=edge_dim, dropout=dropout, add_self_loops=loops).double().train()
-    names = [name for name, _ in conv.named_parameters()]
-    inputs = [x_src] + ([x_dst] if bipartite else []) + ([edge_attr] if edge_dim else [])
-    leaves = [t.clone().requires_grad_() for t in inputs] + [
-        p.detach().clone().requires_grad_() for p in conv.parameters()]
+def test_kernel_that_fails_to_load_falls_back_with_one_warning(broken_kernel):
+    case = Case('fallback')
+    graph = make_graph(case, torch.Generator().manual_seed(12))
+    inputs = make_inputs(case, graph, torch.float64)
+    expected, _ = reference.segment_attention(graph, *inputs, SLOPE)
+    with ops.use_backend('auto'):
+        with pytest.warns(RuntimeWarning, match='broken segment-attention kernel could not '
+                          'be loaded.*no compiler here'):
+            out, _ = ops.segment_attention(graph, *inputs, SLOPE)
+        torch.testing.assert_close(out, expected)
+        assert ops.graph_layout('cpu') == backends.REFERENCE_LAYOUT
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # once only
+            ops.segment_attention(graph, *inputs, SLOPE)
+    with ops.use_backend('kernel'):
+        with pytest.raises(RuntimeError, match='no compiler here'):
+            ops.segment_attention(graph, *inputs, SLOPE)
+    status = ops.available_kernels()
+    assert status == {'cpu': ops.KernelStatus('broken', False, True,
+                                              'RuntimeError: no compiler here')}
 
-    def fn(*args):
-        features, params = args[:len(inputs)], args[len(inputs):]
-        xs = (features[0], features[1]) if bipartite else features[0]
-        attr = features[-1] if edge_dim else None
-        torch.manual_seed(7)  # the dropout seed: the same mask in every evaluation
-        return torch.func.functional_call(conv, dict(zip(names, params)),
-                                          (xs, edge_index, attr))
 
-    with ops.use_backend('fused'):
-        assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+def test_device_without_kernel(monkeypatch):
+    """A device type with no kernel runs the reference under 'auto' and raises under
+    'kernel'."""
+    monkeypatch.setattr(backends, '_choices', {})
+    with ops.use_backend('auto'):
+        assert not ops.backends.uses_kernel('xpu')
+        assert ops.graph_layout('xpu') == backends.REFERENCE_LAYOUT
+    with ops.use_backend('kernel'):
+        with pytest.raises(RuntimeError, match="no segment-attention kernel for device type "
+                           "'xpu'"):
+            ops.backends.uses_kernel('xpu')
+
+
+def test_kernel_not_for_auto_is_opt_in(monkeypatch):
+    kernel = ops.Kernel('opt-in', 'cpu', lambda: None, auto=False)
+    monkeypatch.setattr(backends, '_kernels', {'cpu': kernel})
+    monkeypatch.setattr(backends, '_choices', {})
+    with ops.use_backend('auto'):
+        assert not ops.backends.uses_kernel('cpu')
+    with ops.use_backend('kernel'):
+        assert ops.backends.uses_kernel('cpu')
+    assert ops.available_kernels()['cpu'] == ops.KernelStatus('opt-in', True, False, None)
+
+
+@parametrize(CPU_KERNEL)
+def test_kernel_entry_runs_whatever_the_backend(impl, small):
+    graph, inputs = small
+    with ops.use_backend('reference'):
+        out, _ = ops.cpu.segment_attention(graph, *inputs, SLOPE)
+    with ops.use_backend('kernel'):
+        expected, _ = ops.segment_attention(graph, *inputs, SLOPE)
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match='runs on cpu tensors'):
+        ops.cpu.segment_attention(graph, inputs[0].to('meta'), *inputs[1:], SLOPE)

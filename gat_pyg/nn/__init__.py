@@ -1,4 +1,4 @@
-from gat_pyg.nn.gat_conv import GATConv
+from gat_pyg.nn.conv import GATConv
 from gat_pyg.nn import dense
 from gat_pyg.nn.dropout import HeadwiseDropoutLinear, headwise_dropout_linear, input_dropout
 from gat_pyg.nn.pool import GlobalAttentionPool

@@ -1,4 +1,5 @@
-"""Pure-PyTorch segment attention: the test oracle and the fallback of the fused kernel.
+"""Pure-PyTorch segment attention: the test oracle, and what runs on a device without a
+kernel (or with the ``reference`` backend).
 
 Every step goes through PyG's own utilities (``softmax``, ``segment``), so the result is
 PyG's arithmetic, and they in turn use ``torch_scatter`` when it is installed.
@@ -35,8 +36,8 @@ def dropout_hash(seed: Tensor, edge_id: Tensor, num_heads: int) -> Tensor:
     """Uniform 32-bit hashes ``[E, num_heads]`` of ``(seed, edge_id, head)``.
 
     Attention dropout keeps edge ``e``'s head ``h`` iff its hash is at least
-    ``dropout_threshold(p)``. The fused kernel evaluates the same hash per edge instead of
-    storing a mask, so both paths drop the same entries for the same seed.
+    ``dropout_threshold(p)``. The kernels evaluate the same hash per edge instead of
+    storing a mask, so every implementation drops the same entries for the same seed.
     """
     seed = seed.long()
     key = _mix32((seed & _MASK32) ^ _mix32(seed >> 32))
@@ -102,7 +103,7 @@ def segment_attention(graph: SegmentGraph, h: Tensor, a_src: Tensor, a_dst: Opti
         ``(out [N_dst, H, C], alpha [E, H] or None)``; a target without incoming edges gets
         zeros.
     """
-    graph = graph.long()  # PyG's segment utilities take int64 offsets
+    graph = graph.long()  # PyG's utilities take int64 (a no-op in the reference's layout)
     score = a_src.index_select(0, graph.src)
     dst = graph.dst()
     if a_dst is not None:

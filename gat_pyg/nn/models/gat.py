@@ -19,7 +19,7 @@ from tqdm import tqdm
 from gat_pyg.minibatch import full_neighborhood_loader
 from gat_pyg.nn import dense
 from gat_pyg.nn.dropout import HeadwiseDropoutLinear, input_dropout
-from gat_pyg.nn.gat_conv import GATConv
+from gat_pyg.nn.conv import GATConv
 
 __all__ = ['GAT', 'INITS', 'glorot_per_head_', 'load_dense_heads', 'dense_heads']
 

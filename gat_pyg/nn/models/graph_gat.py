@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.nn import MLP, MessagePassing, global_mean_pool
 from torch_geometric.typing import Adj, OptTensor
 
-from gat_pyg.nn.gat_conv import GATConv
+from gat_pyg.nn.conv import GATConv
 from gat_pyg.nn.pool import GlobalAttentionPool
 
 __all__ = ['GraphGAT']

@@ -25,9 +25,9 @@ class GlobalAttentionPool(Aggregation):
     node-level gate.
 
     The softmax and the weighted sum run in the package's segment-attention operator
-    (:func:`gat_pyg.ops.segment_attention`, the fused CPU kernel of :class:`GATConv`), with
+    (:func:`gat_pyg.ops.segment_attention`, on the kernel that :class:`GATConv` uses), with
     the graphs of a batch as the segments and their nodes as the members: max-subtracted,
-    deterministic on CPU, and without per-node temporaries of the weighted values. Nodes
+    deterministic, and without per-node temporaries of the weighted values. Nodes
     must therefore be grouped by graph, which PyG's :class:`~torch_geometric.loader.DataLoader`
     always does: ``index`` must be sorted (a :class:`ValueError` otherwise). A graph without
     nodes pools to zeros.
@@ -112,7 +112,7 @@ class GlobalAttentionPool(Aggregation):
         # operator reads each member's heads as one contiguous row).
         values = x.unsqueeze(1).expand(-1, self.heads, -1)
         values = values if self.heads == 1 else values.contiguous()
-        graph = segment_graph_from_ptr(ptr, num_nodes)
+        graph = segment_graph_from_ptr(ptr, num_nodes, ops.graph_layout(x.device))
         # The gate is the score as is: a LeakyReLU of slope 1 is the identity.
         out, beta = ops.segment_attention(graph, values, gate.contiguous(), None, None,
                                           negative_slope=1.0,

@@ -63,7 +63,7 @@ const T* optional_ptr(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-// (out, lse, alpha, out_slope, slope_sum); see registration.cpp.
+// (out, lse, alpha, out_slope, slope_sum); the schemas are in gat_pyg/ops/_library.py.
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 ForwardResult segment_attention_forward(

@@ -1,0 +1,61 @@
+"""Stages that the attention layers share besides their edge handling (:mod:`.edges`):
+checking the node features, choosing between the operator and PyG's ``propagate``, the
+attention-dropout seed, and the finish of the output (heads, residual, bias)."""
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+
+__all__ = ['check_node_features', 'runs_propagate', 'dropout_seed', 'finish_heads']
+
+
+def check_node_features(layer: str, in_channels: Union[int, Tuple[int, int]], x_src: Tensor,
+                        x_dst: Optional[Tensor]) -> None:
+    """Raises a clear error for node features that are not 2-D floating-point tensors of
+    the layer's widths (``-1``: any width, as for lazy layers)."""
+    in_src, in_dst = ((in_channels, in_channels) if isinstance(in_channels, int)
+                      else in_channels)
+    for name, feat, expected in (('x_src', x_src, in_src), ('x_dst', x_dst, in_dst)):
+        if feat is None:
+            continue
+        if not isinstance(feat, Tensor) or feat.dim() != 2:
+            raise ValueError(f"{layer} expects '{name}' to be a 2-D tensor [num_nodes, "
+                             f"channels] (got shape {tuple(getattr(feat, 'shape', ()))})")
+        if not feat.is_floating_point():
+            raise TypeError(f"{layer} expects floating-point '{name}' (got {feat.dtype})")
+        if expected != -1 and feat.size(1) != expected:
+            raise ValueError(f"{layer} was built for {expected} channels in '{name}' but "
+                             f"got {feat.size(1)}")
+
+
+def runs_propagate(layer: MessagePassing) -> bool:
+    """Whether the layer must run PyG's ``propagate`` (explain mode, decomposed layers, or
+    message-passing hooks), so that explainers and hooks see the per-edge messages."""
+    if layer._explain or layer.decomposed_layers > 1:
+        return True
+    return any(len(hooks) > 0 for hooks in (
+        layer._propagate_forward_pre_hooks, layer._propagate_forward_hooks,
+        layer._message_forward_pre_hooks, layer._message_forward_hooks,
+        layer._aggregate_forward_pre_hooks, layer._aggregate_forward_hooks,
+        layer._edge_update_forward_pre_hooks, layer._edge_update_forward_hooks))
+
+
+def dropout_seed(training: bool, p: float) -> Optional[Tensor]:
+    """The seed of the attention-dropout hash for one call (drawn from torch's RNG, so that
+    :func:`torch.manual_seed` makes training reproducible), or ``None`` without dropout."""
+    if not training or p <= 0.0:
+        return None
+    return torch.randint(0, 2**62, (), dtype=torch.long)
+
+
+def finish_heads(out: Tensor, concat: bool, res: Optional[Tensor],
+                 bias: Optional[Tensor]) -> Tensor:
+    """``out [N, H, C]`` with its heads concatenated (``[N, H * C]``) or averaged
+    (``[N, C]``), plus the residual and the bias where the layer has them."""
+    out = out.flatten(1) if concat else out.mean(dim=1)
+    if res is not None:
+        out = out + res
+    if bias is not None:
+        out = out + bias
+    return out

@@ -1,0 +1,11 @@
+// Registers the C++ kernels as the CPU implementations of the segment-attention operators
+// gat_pyg::segment_attention_fwd / segment_attention_bwd. Their schemas, fake kernels and
+// autograd formula are defined in Python (gat_pyg/ops/_library.py), for every device.
+#include <torch/library.h>
+
+#include "segment_attention.h"
+
+TORCH_LIBRARY_IMPL(gat_pyg, CPU, m) {
+  m.impl("segment_attention_fwd", &gat_pyg::segment_attention_forward);
+  m.impl("segment_attention_bwd", &gat_pyg::segment_attention_backward);
+}
