@@ -11,6 +11,7 @@ from gat_pyg.distributed import (DistributedContext, LaunchError, init_distribut
                                  rank_zero_first, shutdown)
 from gat_pyg.graph_training import GraphTrainConfig
 from gat_pyg.metrics import metric_key
+from gat_pyg.nn.conv import CONVS
 from gat_pyg.nn.models.gat import INITS
 from gat_pyg.nn.models.graph_gat import READOUTS
 from gat_pyg.training import (SYNTHETIC, SYNTHETIC_EPOCHS, TrainConfig, build_model,
@@ -62,6 +63,12 @@ GRAPH_ONLY_FLAGS = {'readout': '--readout', 'folds': '--folds',
                     'attention_figure': '--attention-figure'}
 
 
+def layer_label(config) -> str:
+    """How output lines name a config's layer: ``ours`` or ``pyg``, and the conv unless it
+    is the default GAT."""
+    return config.layer if config.conv == 'gat' else f'{config.layer} {config.conv}'
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='gat-pyg', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
@@ -83,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f'folder holding the datasets in PyG layout (default: '
                        f'$GAT_PYG_DATA, else {default_root()})')
     train.add_argument('--layer', choices=('ours', 'pyg'), default='ours',
-                       help="'ours' (gat_pyg.nn.GATConv) or 'pyg' "
-                       "(torch_geometric.nn.GATConv)")
+                       help="'ours' (gat_pyg.nn's layer) or 'pyg' (torch_geometric.nn's)")
+    train.add_argument('--conv', choices=CONVS, default='gat',
+                       help="the attention layer: 'gat' (GATConv, the default) or 'gatv2' "
+                       "(GATv2Conv, dynamic attention)")
     train.add_argument('--seed', type=int, default=0,
                        help='node task: first seed; graph task: seed of the folds, weights '
                        'and batches (default 0)')
@@ -284,7 +293,7 @@ def train_command(args: argparse.Namespace) -> int:
             args.split_seed if args.split_seed is not None else 0)
     num_runs = args.runs if args.runs is not None else 1
     config = TrainConfig.for_dataset(
-        name, layer=args.layer, hidden=args.hidden, heads=args.heads,
+        name, layer=args.layer, conv=args.conv, hidden=args.hidden, heads=args.heads,
         out_heads=args.out_heads, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
         normalize_features=args.normalize_features,
@@ -327,7 +336,7 @@ def _train_node_task(args: argparse.Namespace, config: TrainConfig, num_runs: in
         runs.append(run)
         key = metric_key(config.metric)
         if is_main:
-            print(f'{config.dataset} [{config.layer}] seed {seed}: test_{key}={run.test_score:.4f} '
+            print(f'{config.dataset} [{layer_label(config)}] seed {seed}: test_{key}={run.test_score:.4f} '
                   f'val_{key}={run.val_score:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
                   flush=True)
     if not is_main:
@@ -341,14 +350,14 @@ def _train_node_task(args: argparse.Namespace, config: TrainConfig, num_runs: in
     summary = summarize(config, runs, split)
     if distributed is not None:
         summary['world_size'] = distributed.world_size
-    print(f'{config.dataset} [{config.layer}] '
+    print(f'{config.dataset} [{layer_label(config)}] '
           + describe_score(config.metric, [run.test_score for run in runs]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + '\n')
     if args.plot is not None:
         from gat_pyg.plotting import plot_curves
-        plot_curves(runs, args.plot, title=f'{config.dataset} [{config.layer}]')
+        plot_curves(runs, args.plot, title=f'{config.dataset} [{layer_label(config)}]')
         print(f'curves written to {args.plot}')
     return 0
 
@@ -360,7 +369,8 @@ def graph_train_command(args: argparse.Namespace) -> int:
     if spec.task != 'graph':
         load_graph_dataset(args.dataset, args.root)  # raises the error that names --task node
     config = GraphTrainConfig.with_overrides(
-        dataset=spec.name, layer=args.layer, readout=args.readout, folds=args.folds,
+        dataset=spec.name, layer=args.layer, conv=args.conv, readout=args.readout,
+        folds=args.folds,
         seed=args.seed, val_fraction=args.val_fraction,
         degree_features=args.degree_features, node_attributes=args.node_attributes,
         epochs=args.epochs,
@@ -373,7 +383,7 @@ def graph_train_command(args: argparse.Namespace) -> int:
     dataset = load_data(config, args.root)
     splits = cross_validation_splits(dataset.y, config.folds, config.val_fraction,
                                      config.seed)
-    name = f'{spec.name} [{config.layer}, {config.readout} readout]'
+    name = f'{spec.name} [{layer_label(config)}, {config.readout} readout]'
     results, first_model = [], None
     for fold, split in enumerate(splits):
         try:
@@ -424,7 +434,7 @@ def _evaluate_runs(states: List[dict], root: Optional[Path]) -> List[dict]:
         model.load_state_dict(state['stopping']['best_state'])
         metrics = evaluate(model, data, config.metric, inference_batches(config, data))
         results.append({'seed': state['seed'], **metrics})
-        print(f"{config.dataset} [{config.layer}] seed {state['seed']}: "
+        print(f"{config.dataset} [{layer_label(config)}] seed {state['seed']}: "
               + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
     if len(results) > 1:
         key = f'test_{metric_key(config.metric)}'
@@ -446,7 +456,7 @@ def _evaluate_folds(states: List[dict], root: Optional[Path]) -> List[dict]:
         metrics = evaluate_kept_model(config, dataset, splits[state['fold']],
                                       state['best']['state'])
         results.append({'fold': state['fold'], **metrics})
-        print(f"{config.dataset} [{config.layer}, {config.readout} readout] fold "
+        print(f"{config.dataset} [{layer_label(config)}, {config.readout} readout] fold "
               f"{state['fold']}: " + ' '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
     accs = [result['test_acc'] for result in results]
     mean = sum(accs) / len(accs)

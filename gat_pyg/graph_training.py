@@ -22,7 +22,6 @@ from torch_geometric.data import Batch, Data, Dataset
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-import gat_pyg
 from gat_pyg.data import load_graph_dataset
 from gat_pyg.nn.models import GraphGAT
 from gat_pyg.training import _save_atomically, load_checkpoint, versions
@@ -32,7 +31,8 @@ from gat_pyg.training import _save_atomically, load_checkpoint, versions
 class GraphTrainConfig:
     """One cross-validation recipe."""
     dataset: str = 'MUTAG'
-    layer: str = 'ours'  # 'ours' (gat_pyg.nn.GATConv) or 'pyg' (torch_geometric's)
+    layer: str = 'ours'  # 'ours' (gat_pyg.nn's layer) or 'pyg' (torch_geometric's)
+    conv: str = 'gat'  # the attention layer: 'gat' (GATConv) or 'gatv2' (GATv2Conv)
     readout: str = 'attention'  # 'attention' (GlobalAttentionPool) or 'mean'
     folds: int = 10
     seed: int = 0  # draws the folds, the validation split, the weights and the batches
@@ -138,14 +138,11 @@ def load_data(config: GraphTrainConfig, root: Optional[os.PathLike] = None) -> D
 
 def build_graph_model(config: GraphTrainConfig, num_features: int, num_classes: int,
                       edge_dim: Optional[int] = None) -> GraphGAT:
-    from torch_geometric.nn import GATConv as PyGGATConv
-    if config.layer not in ('ours', 'pyg'):
-        raise ValueError(f"Unknown layer '{config.layer}' (choose 'ours' or 'pyg')")
-    conv = gat_pyg.nn.GATConv if config.layer == 'ours' else PyGGATConv
+    from gat_pyg.nn.conv import attention_layer
     return GraphGAT(num_features, config.hidden, num_classes, num_layers=config.num_layers,
                     heads=config.heads, readout=config.readout,
                     readout_heads=config.readout_heads, edge_dim=edge_dim,
-                    dropout=config.dropout, conv=conv)
+                    dropout=config.dropout, conv=attention_layer(config.conv, config.layer))
 
 
 def edge_dim_of(dataset: Dataset) -> Optional[int]:

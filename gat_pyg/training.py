@@ -39,7 +39,8 @@ class TrainConfig:
     """One training recipe. Defaults are the GAT paper's Cora/CiteSeer recipe, trained
     full-batch."""
     dataset: str = 'Cora'
-    layer: str = 'ours'  # 'ours' (gat_pyg.nn.GATConv) or 'pyg' (torch_geometric's)
+    layer: str = 'ours'  # 'ours' (gat_pyg.nn's layer) or 'pyg' (torch_geometric's)
+    conv: str = 'gat'  # the attention layer: 'gat' (GATConv) or 'gatv2' (GATv2Conv)
     hidden: int = 8
     heads: int = 8
     out_heads: int = 1
@@ -69,7 +70,8 @@ class TrainConfig:
         """The recipe for ``dataset``, with ``overrides`` (``None`` values ignored) applied
         on top:
 
-        - the GAT paper's, by default;
+        - the GAT paper's, by default (with ``conv='gatv2'`` the same, on GATv2's layers,
+          with their own initialisation);
         - PubMed: the paper's (8 averaged output heads, lr 0.01, L2 1e-3), with its TF-IDF
           features as PyG gives them, not row-normalised, and the paper's initialisation,
           Glorot per head (:func:`~gat_pyg.nn.models.gat.glorot_per_head_`; see the
@@ -100,6 +102,11 @@ class TrainConfig:
         for key, value in overrides.items():
             if value is not None:
                 setattr(config, key, value)
+        if config.conv == 'gatv2':
+            if overrides.get('init') == 'paper' or config.dropout_per_head:
+                raise ValueError("--init paper and --dropout-per-head are GAT's: GATv2's "
+                                 "layers have no single per-head projection")
+            config.init = 'pyg'  # the layers' own, also where the GAT recipe has 'paper'
         if config.residual and config.dropout_per_head:
             raise ValueError(f"--dropout-per-head does not go with a residual connection "
                              f"(the {dataset} recipe's or --residual): the skip connection "
@@ -174,16 +181,13 @@ class EarlyStopping:
 
 
 def build_model(config: TrainConfig, num_features: int, num_classes: int) -> torch.nn.Module:
-    from torch_geometric.nn import GATConv as PyGGATConv
-
+    from gat_pyg.nn.conv import attention_layer
     from gat_pyg.nn.models import GAT
-    if config.layer not in ('ours', 'pyg'):
-        raise ValueError(f"Unknown layer '{config.layer}' (choose 'ours' or 'pyg')")
-    conv = gat_pyg.nn.GATConv if config.layer == 'ours' else PyGGATConv
     return GAT(num_features, config.hidden, num_classes, config.dropout,
-               config.negative_slope, config.heads, out_heads=config.out_heads, conv=conv,
-               residual=config.residual, dropout_per_head=config.dropout_per_head,
-               init=config.init)
+               config.negative_slope, config.heads, out_heads=config.out_heads,
+               conv=attention_layer(config.conv, config.layer), residual=config.residual,
+               dropout_per_head=config.dropout_per_head, init=config.init,
+               v2=config.conv == 'gatv2')
 
 
 def prepare_data(config: TrainConfig, data: Data) -> Data:

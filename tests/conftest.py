@@ -1,14 +1,27 @@
-"""Shared fixtures: PyG's utilities without ``torch_scatter``, a clean graph cache, and the
-read-only data sets in ``shared/data`` beside the repository."""
+"""Shared fixtures: the implementation (and device) a test runs on, PyG's utilities without
+``torch_scatter``, a clean graph cache, a fresh compile cache, and the read-only data sets in
+``shared/data`` beside the repository."""
 import contextlib
 from pathlib import Path
 
 import pytest
 import torch_geometric.typing
 
+from gat_pyg import ops
 from gat_pyg.ops.graph import graph_cache
+from parity import PARITY_BACKENDS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def fresh_compile_cache(tmp_path_factory):
+    """torch.compile's on-disk caches are keyed without the operators' schemas, so a cache
+    left by an older version of the operators would serve code for the old schema: each test
+    session compiles into a folder of its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path_factory.mktemp('inductor')))
+        yield
 
 
 @pytest.fixture
@@ -70,6 +83,24 @@ def interrupted_evaluate(monkeypatch):
 def impl(request):
     """An :class:`implementations.Implementation` (``@implementations.parametrize()``), its
     backend in force for the duration of the test."""
-    from gat_pyg import ops
     with ops.use_backend(request.param.backend):
         yield request.param
+
+
+def _parity_id(param) -> str:
+    impl, scatter = param
+    return f'{impl.id}-{scatter}'
+
+
+@pytest.fixture(params=PARITY_BACKENDS, ids=_parity_id)
+def backend(request, monkeypatch):
+    """The implementation of a parity test (its backend in force) and the scatter backend
+    of PyG's utilities (``torch_scatter``, or PyG's pure-PyTorch fallbacks); yields the
+    device to run on."""
+    impl, scatter_backend = request.param
+    if scatter_backend == 'torch':
+        monkeypatch.setattr(torch_geometric.typing, 'WITH_TORCH_SCATTER', False)
+    else:
+        assert torch_geometric.typing.WITH_TORCH_SCATTER
+    with ops.use_backend(impl.backend):
+        yield impl.device

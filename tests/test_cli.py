@@ -284,3 +284,15 @@ def test_synthetic_flags_are_checked(flags, message, capsys):
 def test_synthetic_generator_errors_are_reported(capsys):
     assert main(['train', '--dataset', 'synthetic', '--nodes', '10', '--edges', '4']) == 2
     assert "'num_nodes' must be at least 2 * num_classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('layer', ['ours', 'pyg'])
+def test_conv_gatv2_trains_on_either_layer(layer, tmp_path, shared_data, capsys):
+    out = tmp_path / 'r.json'
+    assert main(['train', '--dataset', 'Cora', '--root', str(shared_data), '--epochs', '2',
+                 '--conv', 'gatv2', '--layer', layer, '--out', str(out), '--quiet']) == 0
+    result = json.loads(out.read_text())
+    assert (result['config']['conv'], result['config']['layer']) == ('gatv2', layer)
+    assert f'Cora [{layer} gatv2] test accuracy over 1 run(s)' in capsys.readouterr().out
+    assert main(['train', '--dataset', 'Cora', '--conv', 'gatv2', '--init', 'paper']) == 2
+    assert "--init paper and --dropout-per-head are GAT's" in capsys.readouterr().err

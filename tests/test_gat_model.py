@@ -137,3 +137,35 @@ def test_the_pubmed_recipe_uses_the_paper_init(dataset, init):
     assert TrainConfig.for_dataset(dataset).init == init
     other = 'pyg' if init == 'paper' else 'paper'
     assert TrainConfig.for_dataset(dataset, init=other).init == other
+
+
+def test_gatv2_model_on_both_layers_computes_the_same_function():
+    """``GAT(..., v2=True)`` is the same model on GATv2's layers; on PyG's GATv2Conv and on
+    ours it computes the same function (eval mode), and layer-wise inference equals the
+    forward pass."""
+    from torch_geometric.nn import GATv2Conv as PyGGATv2Conv
+
+    from gat_pyg.nn import GATv2Conv
+    x, edge_index = _graph()
+    torch.manual_seed(0)
+    ours = GAT(30, 4, 3, dropout=0.5, alpha=0.2, nheads=2, v2=True).double().eval()
+    pyg = GAT(30, 4, 3, dropout=0.5, alpha=0.2, nheads=2, v2=True,
+              conv=PyGGATv2Conv).double().eval()
+    assert isinstance(ours.conv1, GATv2Conv) and isinstance(pyg.conv1, PyGGATv2Conv)
+    assert 'v2=True' in repr(ours)
+    pyg.load_state_dict(ours.state_dict(), strict=True)
+    x = x.double()
+    out = ours(x, edge_index)
+    torch.testing.assert_close(out, pyg(x, edge_index), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(ours.inference(x, edge_index, batch_size=16), out,
+                               atol=1e-10, rtol=1e-10)
+
+
+def test_gatv2_model_refuses_the_gat_only_options():
+    for kwargs in (dict(dropout_per_head=True), dict(init='paper')):
+        with pytest.raises(ValueError, match="are GAT's"):
+            GAT(30, 4, 3, dropout=0.5, alpha=0.2, nheads=2, v2=True, **kwargs)
+    # The GATv2 recipe keeps the layers' own initialisation, also on PubMed.
+    assert TrainConfig.for_dataset('PubMed', conv='gatv2').init == 'pyg'
+    with pytest.raises(ValueError, match="are GAT's"):
+        TrainConfig.for_dataset('Cora', conv='gatv2', init='paper')

@@ -383,3 +383,10 @@ def test_attention_figure_without_matplotlib_names_its_flag(tmp_path, monkeypatc
     assert main(['train', '--task', 'graph', '--dataset', 'MUTAG', '--root', str(tmp_path),
                  '--attention-figure', str(tmp_path / 'beta.png')]) == 2
     assert "--attention-figure needs matplotlib: pip install" in capsys.readouterr().err
+
+
+def test_cli_graph_task_with_gatv2(tmp_path, shared_data, capsys):
+    out = tmp_path / 'results.json'
+    assert main(_graph_flags(shared_data, '--out', str(out), '--conv', 'gatv2')) == 0
+    assert json.loads(out.read_text())['config']['conv'] == 'gatv2'
+    assert 'MUTAG [ours gatv2, attention readout] test accuracy' in capsys.readouterr().out

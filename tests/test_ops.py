@@ -1,6 +1,7 @@
-"""Segment attention on every implementation (the reference and each loaded kernel, on every
-device) against the float64 reference as the oracle; autograd (gradcheck); the torch.library
-contract (opcheck, torch.compile); determinism; input validation; the backend choice."""
+"""Segment attention, both score families (additive: GAT; vector: GATv2), on every
+implementation (the reference and each loaded kernel, on every device) against the float64
+reference as the oracle; autograd (gradcheck); the torch.library contract (opcheck,
+torch.compile); determinism; input validation; the backend choice."""
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from torch import Tensor
 from gat_pyg import ops
 from gat_pyg.ops import GraphLayout, backends, build_segment_graph, reference
 from gat_pyg.ops.graph import SegmentGraph
-from implementations import IMPLEMENTATIONS, KERNELS, REQUIRED_KERNELS, parametrize
+from implementations import KERNELS, REQUIRED_KERNELS, parametrize
 
 SLOPE = 0.2
 CPU_KERNEL = [impl for impl in KERNELS if impl.device == 'cpu']
@@ -22,6 +23,7 @@ CPU_KERNEL = [impl for impl in KERNELS if impl.device == 'cpu']
 
 class Case(NamedTuple):
     name: str
+    family: str = 'additive'  # or 'vector'
     num_src: int = 9
     num_dst: Optional[int] = None  # None: same nodes as sources
     num_edges: int = 40
@@ -33,9 +35,11 @@ class Case(NamedTuple):
     isolated: int = 0  # targets without incoming edges
     duplicates: bool = False
     index_dtype: torch.dtype = torch.int64
+    edge_dim: int = 3  # vector: edge features [E, edge_dim] projected by w_edge
+    edge_term: bool = False  # vector: edge_attr is the edge term [E, H * C] (no w_edge)
 
 
-CASES = [
+ADDITIVE_CASES = [
     Case('base'),
     Case('one_head_one_channel', heads=1, channels=1),
     Case('no_a_dst', with_dst=False),
@@ -50,7 +54,37 @@ CASES = [
     Case('int32_indices', index_dtype=torch.int32, dropout=0.2),
     Case('many_heads_8_channels', heads=9, channels=8, num_edges=30),
 ]
+VECTOR_CASES = [Case('v2_' + name, 'vector', **kwargs) for name, kwargs in (
+    ('base', {}),
+    ('one_head_one_channel', dict(heads=1, channels=1)),
+    ('no_edge_features', dict(with_edge=False)),
+    ('edge_term', dict(edge_term=True)),
+    ('edge_dim_1', dict(edge_dim=1)),
+    ('edge_dim_64', dict(edge_dim=64, heads=2, channels=4)),
+    ('dropout', dict(dropout=0.3)),
+    ('dropout_no_edge', dict(dropout=0.5, with_edge=False)),
+    ('bipartite', dict(num_src=7, num_dst=11)),
+    ('isolated_targets', dict(isolated=4)),
+    ('duplicate_edges', dict(duplicates=True)),
+    ('empty_graph', dict(num_edges=0)),
+    ('int32_indices', dict(index_dtype=torch.int32, dropout=0.2)),
+    ('many_heads_8_channels', dict(heads=9, channels=8, num_edges=30)),
+    ('channels_16', dict(heads=2, channels=16)),
+    ('channels_64', dict(heads=2, channels=64, num_edges=30)),
+)]
+CASES = ADDITIVE_CASES + VECTOR_CASES
 IDS = [case.name for case in CASES]
+FAMILY_CASES = {'additive': Case('small'), 'vector': Case('v2_small', 'vector')}
+
+
+def attend(case: Case):
+    """The dispatching entry of the case's family."""
+    return ops.segment_attention if case.family == 'additive' else ops.segment_attention_v2
+
+
+def reference_of(case: Case):
+    return (reference.segment_attention if case.family == 'additive'
+            else reference.segment_attention_v2)
 
 
 def test_required_kernels_load():
@@ -93,6 +127,13 @@ def make_inputs(case: Case, graph: SegmentGraph, dtype: torch.dtype, seed: int =
         return values.to(device=device, dtype=dtype)
 
     H, C = case.heads, case.channels
+    if case.family == 'vector':  # x_l, x_r, att, edge_attr, w_edge
+        x_l, x_r, att = rand(graph.num_src, H, C), rand(graph.num_dst, H, C), rand(H, C)
+        if not case.with_edge:
+            return x_l, x_r, att, None, None
+        if case.edge_term:
+            return x_l, x_r, att, rand(graph.num_edges, H * C), None
+        return x_l, x_r, att, rand(graph.num_edges, case.edge_dim), rand(H * C, case.edge_dim)
     h = rand(graph.num_src, H, C)
     a_src = rand(graph.num_src, H)
     a_dst = rand(graph.num_dst, H) if case.with_dst else None
@@ -140,29 +181,39 @@ def assert_within_reference_error(results, oracle, reference32, what):
             assert error <= bound + rounding, f'{name}: {error} > 2 x {bound / 2}'
 
 
+INPUT_NAMES = {'additive': ('h', 'a_src', 'a_dst', 'a_edge'),
+               'vector': ('x_l', 'x_r', 'att', 'edge_attr', 'w_edge')}
+
+
+def names_of(case: Case, inputs) -> list:
+    """What :func:`run` returns: the output, the attention and the given inputs' gradients."""
+    return ['out', 'alpha'] + [f'grad {name}' for name, t in
+                               zip(INPUT_NAMES[case.family], inputs) if t is not None]
+
+
 @parametrize()
 @pytest.mark.parametrize('return_alpha', [False, True])
 @pytest.mark.parametrize('case', CASES, ids=IDS)
 def test_matches_reference(impl, case, return_alpha):
-    what = ['out', 'alpha', 'grad h', 'grad a_src', 'grad a_dst', 'grad a_edge']
     seed = torch.tensor(987654321987, dtype=torch.long)
     graph = make_graph(case, torch.Generator().manual_seed(1), impl.device, layout_of(impl))
     cpu_graph = make_graph(case, torch.Generator().manual_seed(1))
-    oracle = run(reference.segment_attention, cpu_graph, make_inputs(case, cpu_graph,
-                 torch.float64), case, return_alpha, seed)
-    reference32 = run(reference.segment_attention, cpu_graph, make_inputs(
-        case, cpu_graph, torch.float32), case, return_alpha, seed)
+    oracle = run(reference_of(case), cpu_graph, make_inputs(case, cpu_graph, torch.float64),
+                 case, return_alpha, seed)
+    reference32 = run(reference_of(case), cpu_graph, make_inputs(case, cpu_graph,
+                                                                  torch.float32),
+                      case, return_alpha, seed)
     for dtype in (torch.float64, torch.float32):
         inputs = make_inputs(case, graph, dtype, device=impl.device)
-        results = run(ops.segment_attention, graph, inputs, case, return_alpha, seed)
+        results = run(attend(case), graph, inputs, case, return_alpha, seed)
         assert results[0].dtype == dtype and results[0].device.type == impl.device
         if return_alpha:
             assert results[1].shape == (graph.num_edges, case.heads)
         else:
             assert results[1] is None
-        assert_within_reference_error(results, oracle,
-                                      [None] * 6 if dtype == torch.float64 else reference32,
-                                      what)
+        assert_within_reference_error(
+            results, oracle, [None] * len(oracle) if dtype == torch.float64 else reference32,
+            names_of(case, inputs))
 
 
 @parametrize()
@@ -170,64 +221,68 @@ def test_matches_reference(impl, case, return_alpha):
 def test_gradcheck(impl, case):
     graph = make_graph(case, torch.Generator().manual_seed(2), impl.device, layout_of(impl))
     inputs = make_inputs(case, graph, torch.float64, seed=3, device=impl.device)
-    present = [t.clone().requires_grad_() for t in inputs if t is not None]
+    given = [i for i, t in enumerate(inputs) if t is not None]
     seed = torch.tensor(42, dtype=torch.long)
     return_alpha = case.num_edges > 0
 
     def fn(*args):
-        it = iter(args)
-        h, a_src = next(it), next(it)
-        a_dst = next(it) if case.with_dst else None
-        a_edge = next(it) if case.with_edge else None
-        out, alpha = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE,
-                                           case.dropout, seed, return_alpha)
+        full = [None] * len(inputs)
+        for i, t in zip(given, args):
+            full[i] = t
+        out, alpha = attend(case)(graph, *full, SLOPE, case.dropout, seed, return_alpha)
         return (out, alpha) if return_alpha else out
 
-    assert torch.autograd.gradcheck(fn, present, eps=1e-6, atol=1e-7)
+    leaves = [inputs[i].clone().requires_grad_() for i in given]
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+
+
+FAMILIES = pytest.mark.parametrize('family', ['additive', 'vector'])
 
 
 @parametrize(KERNELS)
-def test_dropout_matches_reference_hash_bit_for_bit(impl):
+@FAMILIES
+def test_dropout_matches_reference_hash_bit_for_bit(impl, family):
     """The kernel drops exactly the entries of reference.dropout_hash, for seeds with any
     high bits (negative ones included)."""
-    case = Case('hash', num_src=30, num_edges=400, heads=4, channels=2)
+    case = Case('hash', family, num_src=30, num_edges=400, heads=4, channels=2)
     graph = make_graph(case, torch.Generator().manual_seed(4), impl.device, layout_of(impl))
-    h, a_src, a_dst, a_edge = make_inputs(case, graph, torch.float64, device=impl.device)
+    inputs = make_inputs(case, graph, torch.float64, device=impl.device)
     for value in (0, 1, 2**32 + 5, 2**62 + 12345, -1, -(2**40) - 7):
         seed = torch.tensor(value, dtype=torch.long)
         for p in (0.1, 0.5, 0.9):
-            _, alpha = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE, p, seed,
-                                             return_alpha=True)
+            _, alpha = attend(case)(graph, *inputs, SLOPE, p, seed, return_alpha=True)
             keep = reference.dropout_hash(seed, torch.arange(graph.num_edges), 4) >= \
                 reference.dropout_threshold(p)
             assert torch.equal(alpha.cpu() != 0, keep)
 
 
 @parametrize()
-def test_dropout_one_drops_everything(impl):
-    case = Case('p1')
+@FAMILIES
+def test_dropout_one_drops_everything(impl, family):
+    case = Case('p1', family)
     graph = make_graph(case, torch.Generator().manual_seed(5), impl.device, layout_of(impl))
     inputs = [t.requires_grad_() for t in make_inputs(case, graph, torch.float64,
                                                       device=impl.device)]
-    out, alpha = ops.segment_attention(graph, *inputs, SLOPE, 1.0, torch.tensor(3),
-                                       return_alpha=True)
+    out, alpha = attend(case)(graph, *inputs, SLOPE, 1.0, torch.tensor(3), return_alpha=True)
     assert not out.any() and not alpha.any()
     out.sum().backward()
-    assert all(not t.grad.any() for t in inputs)
+    assert all(t.grad is None or not t.grad.any() for t in inputs)
 
 
 @parametrize(KERNELS)
-def test_bfloat16_close_to_float32(impl):
-    case = Case('bf16', num_src=20, num_edges=120, heads=2, channels=8)
+@FAMILIES
+def test_bfloat16_close_to_float32(impl, family):
+    case = Case('bf16', family, num_src=20, num_edges=120, heads=2, channels=8)
     graph = make_graph(case, torch.Generator().manual_seed(6), impl.device, layout_of(impl))
     cpu_graph = make_graph(case, torch.Generator().manual_seed(6))
     inputs = make_inputs(case, graph, torch.bfloat16, device=impl.device)
-    results = run(ops.segment_attention, graph, inputs, case, True, torch.tensor(0))
+    results = run(attend(case), graph, inputs, case, True, torch.tensor(0))
     wide = [t.cpu().double() for t in inputs]
-    expected = run(reference.segment_attention, cpu_graph, wide, case, True, torch.tensor(0))
+    expected = run(reference_of(case), cpu_graph, wide, case, True, torch.tensor(0))
     assert results[0].dtype == torch.bfloat16
     for actual, exact in zip(results, expected):
-        torch.testing.assert_close(actual.cpu().double(), exact, rtol=5e-2, atol=5e-2)
+        scale = max(1.0, exact.abs().max().item()) if exact.numel() else 1.0
+        torch.testing.assert_close(actual.cpu().double(), exact, rtol=5e-2, atol=5e-2 * scale)
 
 
 # torch.library contract ##########################################################################
@@ -238,18 +293,28 @@ def _op_args(impl, case: Case, return_alpha: bool, requires_grad: bool = True):
     if requires_grad:
         tensors = [t.requires_grad_() if t is not None else None for t in tensors]
     seed = torch.tensor(11) if case.dropout > 0 else None
-    return (*graph[:6], *tensors, SLOPE, case.dropout, seed, return_alpha, case.with_dst)
+    tail = (case.with_dst, ) if case.family == 'additive' else ()
+    return (*graph[:6], *tensors, SLOPE, case.dropout, seed, return_alpha, *tail)
 
 
-@parametrize(KERNELS)
-@pytest.mark.parametrize('case,return_alpha', [
+OPCHECK_CASES = [
     (Case('opcheck'), True),
     (Case('opcheck_dropout', dropout=0.4, with_edge=False), False),
     (Case('opcheck_src_only', with_dst=False, with_edge=False, index_dtype=torch.int32), True),
-], ids=['full', 'dropout', 'src_only_int32'])
+    (Case('opcheck_v2', 'vector'), True),
+    (Case('opcheck_v2_dropout_term', 'vector', dropout=0.4, edge_term=True), False),
+    (Case('opcheck_v2_no_edge_int32', 'vector', with_edge=False, index_dtype=torch.int32),
+     True),
+]
+
+
+@parametrize(KERNELS)
+@pytest.mark.parametrize('case,return_alpha', OPCHECK_CASES,
+                         ids=[case.name for case, _ in OPCHECK_CASES])
 def test_opcheck_forward(impl, case, return_alpha):
-    torch.library.opcheck(torch.ops.gat_pyg.segment_attention_fwd.default,
-                          _op_args(impl, case, return_alpha))
+    op = (torch.ops.gat_pyg.segment_attention_fwd if case.family == 'additive' else
+          torch.ops.gat_pyg.segment_attention_v2_fwd)
+    torch.library.opcheck(op.default, _op_args(impl, case, return_alpha))
 
 
 @parametrize(KERNELS)
@@ -265,24 +330,37 @@ def test_opcheck_backward(impl):
         [True, True, True, True]))
 
 
+@parametrize(KERNELS)
+@pytest.mark.parametrize('edge_term', [False, True])
+def test_opcheck_backward_v2(impl, edge_term):
+    args = _op_args(impl, Case('opcheck_bwd_v2', 'vector', dropout=0.3, edge_term=edge_term),
+                    True, requires_grad=False)
+    out, lse, alpha, out_low = torch.ops.gat_pyg.segment_attention_v2_fwd(*args)
+    grad_out, grad_alpha = torch.randn_like(out), torch.randn_like(alpha)
+    torch.library.opcheck(torch.ops.gat_pyg.segment_attention_v2_bwd.default, (
+        grad_out, grad_alpha, *args[:11], out, out_low, lse, SLOPE, 0.3, args[13],
+        [True, True, True, True, not edge_term]))
+
+
 @parametrize()
-def test_torch_compile_fullgraph(impl):
+@FAMILIES
+def test_torch_compile_fullgraph(impl, family):
     torch._dynamo.reset()
-    case = Case('compile', num_src=12, num_edges=60, heads=2, channels=4, dropout=0.25)
+    case = Case('compile', family, num_src=12, num_edges=60, heads=2, channels=4,
+                dropout=0.25)
     graph = make_graph(case, torch.Generator().manual_seed(8), impl.device, layout_of(impl))
     inputs = make_inputs(case, graph, torch.float32, device=impl.device)
     seed = torch.tensor(5)
 
-    def fn(graph, h, a_src, a_dst, a_edge, seed):
-        out, alpha = ops.segment_attention(graph, h, a_src, a_dst, a_edge, SLOPE, 0.25, seed,
-                                           return_alpha=True)
+    def fn(graph, inputs, seed):
+        out, alpha = attend(case)(graph, *inputs, SLOPE, 0.25, seed, return_alpha=True)
         return (out.sum(-1) * 2.0).sum() + (alpha * alpha).sum()
 
     compiled = torch.compile(fn, fullgraph=True)
     eager_leaves = [t.clone().requires_grad_() for t in inputs]
     compiled_leaves = [t.clone().requires_grad_() for t in inputs]
-    expected = fn(graph, *eager_leaves, seed)
-    actual = compiled(graph, *compiled_leaves, seed)
+    expected = fn(graph, eager_leaves, seed)
+    actual = compiled(graph, compiled_leaves, seed)
     expected.backward()
     actual.backward()
     torch.testing.assert_close(actual, expected)
@@ -292,7 +370,7 @@ def test_torch_compile_fullgraph(impl):
 
 # Determinism #####################################################################################
 
-def _large_problem(impl):
+def _large_problem(impl, family):
     gen = torch.Generator().manual_seed(9)
     n = 3000
     # Skewed degrees: a few hubs receive and send many edges.
@@ -303,21 +381,22 @@ def _large_problem(impl):
     dst[:3000] = 7
     graph = build_segment_graph(src.to(impl.device), dst.to(impl.device), n, n,
                                 layout_of(impl))
-    case = Case('large', num_src=n, num_edges=graph.num_edges, heads=4, channels=8,
+    case = Case('large', family, num_src=n, num_edges=graph.num_edges, heads=4, channels=8,
                 dropout=0.1)
     return graph, make_inputs(case, graph, torch.float32, device=impl.device), case
 
 
 @parametrize(KERNELS)
-def test_bitwise_deterministic_across_runs_and_threads(impl):
-    graph, inputs, case = _large_problem(impl)
+@FAMILIES
+def test_bitwise_deterministic_across_runs_and_threads(impl, family):
+    graph, inputs, case = _large_problem(impl, family)
     seed = torch.tensor(77)
     threads = torch.get_num_threads()
     results = []
     try:
         for num_threads in (1, 2, 2, 1):
             torch.set_num_threads(num_threads)
-            results.append(run(ops.segment_attention, graph, inputs, case, True, seed))
+            results.append(run(attend(case), graph, inputs, case, True, seed))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
@@ -327,45 +406,52 @@ def test_bitwise_deterministic_across_runs_and_threads(impl):
 
 # Input validation ################################################################################
 
-@pytest.fixture
-def small(impl):
-    case = Case('small')
+def small_problem(impl, family: str):
+    case = FAMILY_CASES[family]
     graph = make_graph(case, torch.Generator().manual_seed(10), impl.device, layout_of(impl))
     return graph, make_inputs(case, graph, torch.float32, device=impl.device)
 
 
+@pytest.fixture
+def small(impl):
+    return small_problem(impl, 'additive')
+
+
 @parametrize(KERNELS)
+@FAMILIES
 @pytest.mark.parametrize('field,index,value', [
     ('src', 3, 9), ('src', 0, -1), ('src', 5, 10**9), ('perm', 2, 40), ('perm', 1, -3),
 ])
-def test_out_of_range_index_raises(impl, small, field, index, value):
-    graph, inputs = small
+def test_out_of_range_index_raises(impl, family, field, index, value):
+    graph, inputs = small_problem(impl, family)
     bad = getattr(graph, field).clone()
     bad[index] = value
     with pytest.raises(IndexError):
-        ops.segment_attention(graph._replace(**{field: bad}), *inputs, SLOPE)
+        attend(FAMILY_CASES[family])(graph._replace(**{field: bad}), *inputs, SLOPE)
 
 
 @parametrize(KERNELS)
+@FAMILIES
 @pytest.mark.parametrize('field,index,value', [
     ('csc_dst', 3, 9), ('csc_dst', 0, -2), ('csc_slot', 4, 40), ('src_ptr', 2, 1000),
 ])
-def test_out_of_range_index_raises_in_backward(impl, small, field, index, value):
-    graph, inputs = small
+def test_out_of_range_index_raises_in_backward(impl, family, field, index, value):
+    graph, inputs = small_problem(impl, family)
     bad = getattr(graph, field).clone()
     bad[index] = value
-    leaves = [t.requires_grad_() for t in inputs]
-    out, _ = ops.segment_attention(graph._replace(**{field: bad}), *leaves, SLOPE)
+    leaves = [t.requires_grad_() for t in inputs if t is not None]
+    out, _ = attend(FAMILY_CASES[family])(graph._replace(**{field: bad}), *leaves, SLOPE)
     with pytest.raises(IndexError):
         out.sum().backward()
 
 
 @parametrize(KERNELS)
-def test_bad_ptr_raises(impl, small):
-    graph, inputs = small
+@FAMILIES
+def test_bad_ptr_raises(impl, family):
+    graph, inputs = small_problem(impl, family)
     for ptr in (graph.ptr.flip(0), graph.ptr - 1, graph.ptr * 2):
         with pytest.raises(IndexError):
-            ops.segment_attention(graph._replace(ptr=ptr.contiguous()), *inputs, SLOPE)
+            attend(FAMILY_CASES[family])(graph._replace(ptr=ptr.contiguous()), *inputs, SLOPE)
 
 
 @parametrize(KERNELS)
@@ -395,6 +481,30 @@ def test_shape_dtype_and_device_mismatches_raise(impl, small):
                a_edge, SLOPE)
     with pytest.raises(ValueError, match="'a_src' is on meta"):
         attend(graph, h, a_src.to('meta'), a_dst, a_edge, SLOPE)
+
+
+@parametrize(KERNELS)
+def test_vector_shape_dtype_and_device_mismatches_raise(impl):
+    graph, (x_l, x_r, att, edge_attr, w_edge) = small_problem(impl, 'vector')
+    attend_v2 = ops.segment_attention_v2
+    for args, match in (((x_l, x_r[1:], att, edge_attr, w_edge), "'x_r' must have shape"),
+                        ((x_l, x_r, att[:, :2], edge_attr, w_edge), "'att' must have shape"),
+                        ((x_l, x_r, att, edge_attr[1:], w_edge), "'edge_attr' must have"),
+                        ((x_l, x_r, att, edge_attr, w_edge[:, :2]), "'w_edge' must have"),
+                        ((x_l, x_r, att, edge_attr, None), 'without .w_edge.'),
+                        ((x_l, x_r, att, None, w_edge), 'without .edge_attr.'),
+                        ((x_l[1:], x_r, att, edge_attr, w_edge), "'x_l' has 8 rows"),
+                        ((x_l[..., 0], x_r, att, edge_attr, w_edge), "'x_l' must be")):
+        with pytest.raises(ValueError, match=match):
+            attend_v2(graph, *args, SLOPE)
+    with pytest.raises(TypeError, match="'x_r' has dtype"):
+        attend_v2(graph, x_l, x_r.double(), att, edge_attr, w_edge, SLOPE)
+    with pytest.raises(TypeError):
+        attend_v2(graph, x_l.half(), x_r.half(), att.half(), None, None, SLOPE)
+    with pytest.raises(ValueError, match="'att' is on meta"):
+        attend_v2(graph, x_l, x_r, att.to('meta'), edge_attr, w_edge, SLOPE)
+    with pytest.raises(ValueError, match='needs a seed'):
+        attend_v2(graph, x_l, x_r, att, edge_attr, w_edge, SLOPE, dropout=0.5)
 
 
 @parametrize(CPU_KERNEL)

@@ -1,7 +1,7 @@
 """Kernels per device type, and which implementation a call runs.
 
-A *kernel* is one device type's implementation of the segment-attention operator
-(:mod:`gat_pyg.ops._library`): loading it registers that implementation with
+A *kernel* is one device type's implementation of the segment-attention operators
+(:mod:`gat_pyg.ops._library`, both score families): loading it registers them with
 :mod:`torch.library`. Each device type has at most one; a device type without one, or
 whose kernel cannot be loaded, runs the pure-PyTorch reference
 (:mod:`gat_pyg.ops.reference`). The backend chooses between them, process-wide (not per
@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from gat_pyg.ops._library import segment_attention_op
+from gat_pyg.ops._library import segment_attention_op, segment_attention_v2_op
 from gat_pyg.ops.graph import GraphLayout, SegmentGraph
 
 __all__ = ['BACKENDS', 'Kernel', 'KernelStatus', 'register_kernel', 'available_kernels',
@@ -87,21 +87,35 @@ class Kernel:
             return False
         return True
 
+    def _entry(self, values: Tensor) -> None:
+        self.load()
+        if not isinstance(values, Tensor) or values.device.type != self.device_type:
+            raise ValueError(f"segment_attention: the {self.name} kernel runs on "
+                             f"{self.device_type} tensors (got "
+                             f"{getattr(values, 'device', type(values).__name__)})")
+
     def segment_attention(self, graph: SegmentGraph, h: Tensor, a_src: Tensor,
                           a_dst: Optional[Tensor], a_edge: Optional[Tensor],
                           negative_slope: float, dropout: float = 0.0,
                           seed: Optional[Tensor] = None,
                           return_alpha: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
-        """Segment attention on this kernel, whatever the backend; arguments and result as
-        :func:`gat_pyg.ops.reference.segment_attention`, with ``h`` on this kernel's device
-        type."""
-        self.load()
-        if not isinstance(h, Tensor) or h.device.type != self.device_type:
-            raise ValueError(f"segment_attention: the {self.name} kernel runs on "
-                             f"{self.device_type} tensors (got 'h' on "
-                             f"{getattr(h, 'device', type(h).__name__)})")
+        """Additive-score segment attention on this kernel, whatever the backend;
+        arguments and result as :func:`gat_pyg.ops.reference.segment_attention`, with the
+        tensors on this kernel's device type."""
+        self._entry(h)
         return segment_attention_op(graph, h, a_src, a_dst, a_edge, negative_slope, dropout,
                                     seed, return_alpha)
+
+    def segment_attention_v2(self, graph: SegmentGraph, x_l: Tensor, x_r: Tensor,
+                             att: Tensor, edge_attr: Optional[Tensor],
+                             w_edge: Optional[Tensor], negative_slope: float,
+                             dropout: float = 0.0, seed: Optional[Tensor] = None,
+                             return_alpha: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+        """Vector-score segment attention on this kernel, whatever the backend; arguments
+        and result as :func:`gat_pyg.ops.reference.segment_attention_v2`."""
+        self._entry(x_l)
+        return segment_attention_v2_op(graph, x_l, x_r, att, edge_attr, w_edge,
+                                       negative_slope, dropout, seed, return_alpha)
 
     @property
     def error(self) -> Optional[BaseException]:

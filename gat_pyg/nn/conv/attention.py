@@ -6,8 +6,16 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.dense.linear import Linear
 
-__all__ = ['check_node_features', 'runs_propagate', 'dropout_seed', 'finish_heads']
+__all__ = ['check_node_features', 'runs_propagate', 'dropout_seed', 'finish_heads',
+           'projects_itself']
+
+
+def projects_itself(lin: torch.nn.Module) -> bool:
+    """Whether ``lin`` has a forward of its own rather than :class:`Linear`'s, so that its
+    weight cannot stand for it (in a folded score product, or inside an operator)."""
+    return type(lin).forward is not Linear.forward
 
 
 def check_node_features(layer: str, in_channels: Union[int, Tuple[int, int]], x_src: Tensor,

@@ -20,7 +20,7 @@ from torch_geometric.typing import (
 
 from gat_pyg import ops
 from gat_pyg.nn.conv.attention import (check_node_features, dropout_seed, finish_heads,
-                                       runs_propagate)
+                                       projects_itself, runs_propagate)
 from gat_pyg.nn.conv.edges import EdgeOptions, attention_result, prepare_edges
 from gat_pyg.ops.reference import attention_weights
 
@@ -28,12 +28,6 @@ if typing.TYPE_CHECKING:
     from typing import overload
 else:
     from torch.jit import _overload_method as overload
-
-
-def _projects_itself(lin: torch.nn.Module) -> bool:
-    """Whether ``lin`` has a forward of its own rather than :class:`Linear`'s, so that its
-    weight cannot stand for it in the folded score product."""
-    return type(lin).forward is not Linear.forward
 
 
 def _folded(weight: Tensor, att: Tensor) -> Tensor:
@@ -50,7 +44,7 @@ def _project(lin: torch.nn.Module, x: Tensor,
     ``[W; folded(W, att), ...]``: no ``[N, H, C]`` temporaries, one pass over ``x`` (and one
     gradient product back)."""
     heads, channels = atts[0].shape[-2:]
-    if _projects_itself(lin):  # called, as PyG's layer calls it
+    if projects_itself(lin):  # called, as PyG's layer calls it
         h = lin(x).view(-1, heads, channels)
         return h, [(h * att).sum(dim=-1) for att in atts]
     blocks = [lin.weight] + [_folded(lin.weight, att) for att in atts]
@@ -62,7 +56,7 @@ def _project(lin: torch.nn.Module, x: Tensor,
 def _scores(lin: torch.nn.Module, x: Tensor, att: Tensor) -> Tensor:
     """The score terms ``(lin(x) * att).sum(-1)`` ``[N, H]`` alone: for a plain
     :class:`Linear`, one product with the folded ``[H, F]`` weight."""
-    if _projects_itself(lin):
+    if projects_itself(lin):
         return (lin(x).view(-1, *att.shape[-2:]) * att).sum(dim=-1)
     return x @ _folded(lin.weight, att).t()
 

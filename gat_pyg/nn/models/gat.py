@@ -1,4 +1,5 @@
-r"""The two-layer GAT of the GAT paper, on sparse graphs, built on :class:`~gat_pyg.nn.GATConv`.
+r"""The two-layer GAT of the GAT paper, on sparse graphs, built on :class:`~gat_pyg.nn.GATConv`
+(or, with ``v2=True``, :class:`~gat_pyg.nn.GATv2Conv`).
 
 It has the constructor of the dense oracle :class:`gat_pyg.nn.dense.GAT` (pyGAT's model)
 and can take its weights (:meth:`GAT.load_dense`, :meth:`GAT.from_dense`), so that on a
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from gat_pyg.minibatch import full_neighborhood_loader
 from gat_pyg.nn import dense
 from gat_pyg.nn.dropout import HeadwiseDropoutLinear, input_dropout
-from gat_pyg.nn.conv import GATConv
+from gat_pyg.nn.conv import GATConv, GATv2Conv
 
 __all__ = ['GAT', 'INITS', 'glorot_per_head_', 'load_dense_heads', 'dense_heads']
 
@@ -152,8 +153,9 @@ class GAT(nn.Module):
         out_heads (int, optional): Number of output heads, averaged (the paper uses 8 on
             PubMed). (default: :obj:`1`)
         conv (type, optional): The attention layer class; pass
-            :class:`torch_geometric.nn.GATConv` to run the same model on PyG's layer.
-            (default: :class:`gat_pyg.nn.GATConv`)
+            :class:`torch_geometric.nn.GATConv` (or ``GATv2Conv``) to run the same model on
+            PyG's layer. (default: :class:`gat_pyg.nn.GATConv`, or
+            :class:`gat_pyg.nn.GATv2Conv` with :obj:`v2`)
         residual (bool, optional): Whether each layer adds a linear skip connection.
             (default: :obj:`False`)
         dropout_per_head (bool, optional): Whether each head draws its own input-dropout
@@ -162,6 +164,10 @@ class GAT(nn.Module):
         init (str, optional): :obj:`'pyg'`, the layers' own initialisation, or
             :obj:`'paper'`, the paper's Glorot per head (:func:`glorot_per_head_`), drawn
             after the layers' own. (default: :obj:`'pyg'`)
+        v2 (bool, optional): Whether the layers are GATv2's (dynamic attention: the score
+            is :math:`\mathbf{a}^{\top} \mathrm{LeakyReLU}(\mathbf{W}_s \mathbf{x}_j +
+            \mathbf{W}_t \mathbf{x}_i)`); not with :obj:`dropout_per_head` or
+            :obj:`init='paper'`, which are GAT's. (default: :obj:`False`)
 
     Shapes:
         - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)` (source
@@ -172,14 +178,18 @@ class GAT(nn.Module):
 
     def __init__(self, nfeat: int, nhid: int, nclass: int, dropout: float, alpha: float,
                  nheads: int, out_heads: int = 1,
-                 conv: Type[MessagePassing] = GATConv, residual: bool = False,
-                 dropout_per_head: bool = False, init: str = 'pyg') -> None:
+                 conv: Optional[Type[MessagePassing]] = None, residual: bool = False,
+                 dropout_per_head: bool = False, init: str = 'pyg', v2: bool = False) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"Unknown init '{init}' (choose from {', '.join(INITS)})")
         if residual and dropout_per_head:
             raise ValueError("dropout_per_head needs residual=False: the skip connection "
                              "belongs to no head, so it has no mask of its own")
+        if v2 and (dropout_per_head or init != 'pyg'):
+            raise ValueError("dropout_per_head and init='paper' are GAT's: GATv2's layers "
+                             "have no single per-head projection to mask or initialise")
+        conv = conv or (GATv2Conv if v2 else GATConv)
         self.nfeat = nfeat
         self.nhid = nhid
         self.nclass = nclass
@@ -190,6 +200,7 @@ class GAT(nn.Module):
         self.residual = residual
         self.dropout_per_head = dropout_per_head
         self.init = init
+        self.v2 = v2
         self.conv1 = conv(nfeat, nhid, heads=nheads, concat=True, negative_slope=alpha,
                           dropout=dropout, residual=residual)
         self.conv2 = conv(nhid * nheads, nclass, heads=out_heads, concat=False,
@@ -237,7 +248,7 @@ class GAT(nn.Module):
             if self.training and self.dropout_per_head:
                 raise RuntimeError('GAT.layer with num_targets runs in eval mode when '
                                    'dropout_per_head is set')
-            out = conv((x, x[:num_targets]), edge_index, size=(x.size(0), num_targets))
+            out = conv((x, x[:num_targets]), edge_index)
         out = F.elu(out)
         return F.log_softmax(out, dim=1) if index == self.num_layers - 1 else out
 
@@ -377,7 +388,7 @@ class GAT(nn.Module):
         return model
 
     def __repr__(self) -> str:
-        options = ''.join(f', {name}=True' for name in ('residual', 'dropout_per_head')
+        options = ''.join(f', {name}=True' for name in ('residual', 'dropout_per_head', 'v2')
                           if getattr(self, name))
         options += f", init='{self.init}'" if self.init != 'pyg' else ''
         return (f'{self.__class__.__name__}({self.nfeat}, {self.nhid}, {self.nclass}, '

@@ -11,9 +11,10 @@ from gat_pyg.ops.backends import Kernel, register_kernel
 from gat_pyg.ops.cpu.build import build_directory, load_extension
 from gat_pyg.ops.graph import GraphLayout
 
-__all__ = ['KERNEL', 'segment_attention', 'build_directory']
+__all__ = ['KERNEL', 'segment_attention', 'segment_attention_v2', 'build_directory']
 
 KERNEL = Kernel('cpu', 'cpu', load_extension,
                 GraphLayout(index_dtypes=(torch.int32, torch.int64), csc=True))
 register_kernel(KERNEL)
 segment_attention = KERNEL.segment_attention
+segment_attention_v2 = KERNEL.segment_attention_v2

@@ -16,6 +16,7 @@ __all__ = ['load_extension', 'build_directory']
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
 _SOURCES = ('segment_attention_forward.cpp', 'segment_attention_backward.cpp',
+            'segment_attention_v2_forward.cpp', 'segment_attention_v2_backward.cpp',
             'registration.cpp')
 _EXTENSION_NAME = 'gat_pyg_ops'
 # -march=native: the extension is built on (and for) the machine that runs it, so its gather

@@ -83,4 +83,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_bac
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 4> output_mask);
 
+// (out, lse, alpha, out_low) of the vector-score (GATv2) forward op.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_forward(
+    const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
+    const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
+    const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_attr, const std::optional<at::Tensor>& w_edge,
+    double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
+    bool return_alpha);
+
+// (grad x_l, grad x_r, grad att, grad edge_attr, grad w_edge) of the vector-score op.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+segment_attention_v2_backward(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
+    const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
+    const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
+    const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_attr, const std::optional<at::Tensor>& w_edge,
+    const at::Tensor& out, const at::Tensor& out_low, const at::Tensor& lse,
+    double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
+    std::array<bool, 5> output_mask);
+
 }  // namespace gat_pyg
