@@ -85,13 +85,13 @@ def _fake_forward(ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src, a_dst, a
             h.new_empty((slope_rows, heads), dtype=acc))
 
 
-@torch.library.register_fake(BACKWARD)
 def _fake_gradients(output_mask, inputs, like):
     """A gradient shaped like each input asked for, an empty one for the others."""
     return tuple(t.new_empty(t.shape) if flag and t is not None else like.new_empty((0, ))
                  for flag, t in zip(output_mask, inputs))
 
 
+@torch.library.register_fake(BACKWARD)
 def _fake_backward(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, h, a_src,
                    a_dst, a_edge, out, lse, out_slope, slope_sum, negative_slope,
                    dropout, seed, output_mask):
