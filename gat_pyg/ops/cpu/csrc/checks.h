@@ -99,9 +99,30 @@ inline int64_t check_node_rows(const at::Tensor& t, const char* name, at::Scalar
 }
 
 // The sizes of one op call, read from its checked inputs.
-struct AttentionSizes {
+// The sizes that every op reads from its graph and its source values x [num_src, H, C].
+struct NodeSizes {
   at::ScalarType dtype;
   int64_t num_src, num_dst, E, H, C;
+};
+
+// Checks the graph and the source values (3-D, a supported float dtype) and returns the
+// sizes; the caller checks x's layout.
+inline NodeSizes check_node_values(const GraphArgs& g, const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(x.dim() == 3, "segment_attention: '", name, "' must be [num_src, heads, "
+                    "channels] (got shape ", x.sizes(), ")");
+  NodeSizes s;
+  s.dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(is_supported_float(s.dtype), "segment_attention: float32, float64 or "
+                   "bfloat16 inputs expected (got ", s.dtype, ")");
+  s.num_src = x.size(0);
+  s.H = x.size(1);
+  s.C = x.size(2);
+  s.E = check_graph(g, s.num_src);
+  s.num_dst = g.ptr.numel() - 1;
+  return s;
+}
+
+struct AttentionSizes : NodeSizes {
   int64_t h_row, a_src_row, a_dst_row;  // row strides of h, a_src, a_dst, in elements
 };
 
@@ -111,17 +132,8 @@ inline AttentionSizes check_attention_inputs(const GraphArgs& g, const at::Tenso
                                              const at::Tensor& a_src,
                                              const std::optional<at::Tensor>& a_dst,
                                              const std::optional<at::Tensor>& a_edge) {
-  TORCH_CHECK_VALUE(h.dim() == 3, "segment_attention: 'h' must be [num_src, heads, channels] "
-                    "(got shape ", h.sizes(), ")");
   AttentionSizes s;
-  s.dtype = h.scalar_type();
-  TORCH_CHECK_TYPE(is_supported_float(s.dtype), "segment_attention: float32, float64 or "
-                   "bfloat16 inputs expected (got ", s.dtype, ")");
-  s.num_src = h.size(0);
-  s.H = h.size(1);
-  s.C = h.size(2);
-  s.E = check_graph(g, s.num_src);
-  s.num_dst = g.ptr.numel() - 1;
+  static_cast<NodeSizes&>(s) = check_node_values(g, h, "h");
   s.h_row = check_node_rows(h, "h", s.dtype, h.sizes());
   s.a_src_row = check_node_rows(a_src, "a_src", s.dtype, {s.num_src, s.H});
   s.a_dst_row = a_dst ? check_node_rows(*a_dst, "a_dst", s.dtype, {s.num_dst, s.H}) : s.H;

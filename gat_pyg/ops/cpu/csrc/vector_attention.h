@@ -27,9 +27,8 @@
 namespace gat_pyg {
 
 // The sizes of one vector-score op call, read from its checked inputs.
-struct VectorSizes {
-  at::ScalarType dtype;
-  int64_t num_src, num_dst, E, H, C, D;  // D: edge feature width (0 without edge features)
+struct VectorSizes : NodeSizes {
+  int64_t D;                             // edge feature width (0 without edge features)
   int64_t xl_row, xr_row;                // row strides of x_l and x_r, in elements
   bool projected;                        // edge_attr goes through w_edge
 };
@@ -38,17 +37,8 @@ inline VectorSizes check_vector_inputs(const GraphArgs& g, const at::Tensor& x_l
                                        const at::Tensor& x_r, const at::Tensor& att,
                                        const std::optional<at::Tensor>& edge_attr,
                                        const std::optional<at::Tensor>& w_edge) {
-  TORCH_CHECK_VALUE(x_l.dim() == 3, "segment_attention: 'x_l' must be [num_src, heads, "
-                    "channels] (got shape ", x_l.sizes(), ")");
   VectorSizes s;
-  s.dtype = x_l.scalar_type();
-  TORCH_CHECK_TYPE(is_supported_float(s.dtype), "segment_attention: float32, float64 or "
-                   "bfloat16 inputs expected (got ", s.dtype, ")");
-  s.num_src = x_l.size(0);
-  s.H = x_l.size(1);
-  s.C = x_l.size(2);
-  s.E = check_graph(g, s.num_src);
-  s.num_dst = g.ptr.numel() - 1;
+  static_cast<NodeSizes&>(s) = check_node_values(g, x_l, "x_l");
   // Rows may lie any fixed distance apart (e.g. column blocks of one projection product).
   s.xl_row = check_node_rows(x_l, "x_l", s.dtype, x_l.sizes());
   s.xr_row = check_node_rows(x_r, "x_r", s.dtype, {s.num_dst, s.H, s.C});
