@@ -43,7 +43,7 @@ class EdgeOptions(NamedTuple):
 class AttentionEdges(NamedTuple):
     """The edges a layer attends over."""
     adjacency: Adj  # with self-loops where the layer adds them, in the input's form
-    edge_attr: OptTensor  # features of those edges (self-loops' included), or None
+    edge_attr: OptTensor  # features [E', D] of those edges (self-loops' included), or None
     graph: Optional[SegmentGraph]  # the edges sorted in the layout asked for, or None
     num_dst: int
 
@@ -129,7 +129,7 @@ def prepare_edges(edge_index: Adj, edge_attr: OptTensor, options: EdgeOptions,
         adjacency, edge_attr = add_self_loops(*remove_self_loops(edge_index.long(), edge_attr),
                                               fill_value=options.fill_value,
                                               num_nodes=loop_nodes)
-        return AttentionEdges(adjacency, edge_attr,
+        return AttentionEdges(adjacency, _feature_rows(edge_attr),
                               with_graph(_Looped(adjacency, None, None, 0, None)).graph,
                               num_dst)
     if values_are_features and options.add_self_loops:
@@ -151,7 +151,16 @@ def prepare_edges(edge_index: Adj, edge_attr: OptTensor, options: EdgeOptions,
     if edge_attr is None and options.edge_dim is not None:
         values = _sparse_values(looped.adjacency)
         edge_attr = values if values is not None and values.dim() > 1 else None
-    return AttentionEdges(looped.adjacency, edge_attr, looped.graph, num_dst)
+    return AttentionEdges(looped.adjacency, _feature_rows(edge_attr), looped.graph, num_dst)
+
+
+def _feature_rows(edge_attr: OptTensor) -> OptTensor:
+    """Edge features as rows ``[E, D]`` (``[E]`` is one feature per edge). Only after the
+    self-loops' features are made: a tensor ``fill_value`` is read against the input's
+    own shape."""
+    if edge_attr is not None and edge_attr.dim() == 1:
+        return edge_attr.view(-1, 1)
+    return edge_attr
 
 
 def attention_result(adjacency: Adj, alpha: Tensor):

@@ -368,6 +368,4 @@ class GATConv(MessagePassing):
         """Per-edge score terms ``a_e . (W_e e_ij)`` ``[E, H]``."""
         if edge_attr is None or self.lin_edge is None or edge_attr.size(0) == 0:
             return None  # like PyG, no edge term (and no gradient) without edges
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
         return _scores(self.lin_edge, edge_attr, self.att_edge)

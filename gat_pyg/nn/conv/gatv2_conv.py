@@ -282,8 +282,6 @@ class GATv2Conv(MessagePassing):
 
     def _edge_term(self, edge_attr: Tensor) -> Tensor:
         """``lin_edge(edge_attr)`` as ``[E, H, C]`` (PyG's edge term)."""
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
         return self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
 
     def _edge_inputs(self, edge_attr: OptTensor) -> Tuple[OptTensor, OptTensor]:
@@ -292,8 +290,6 @@ class GATv2Conv(MessagePassing):
         own, its output ``[E, H * C]`` and ``None``."""
         if edge_attr is None or self.lin_edge is None:
             return None, None
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
         if projects_itself(self.lin_edge):
             return self.lin_edge(edge_attr), None
         return edge_attr, self.lin_edge.weight
