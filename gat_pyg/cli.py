@@ -336,8 +336,9 @@ def _train_node_task(args: argparse.Namespace, config: TrainConfig, num_runs: in
         runs.append(run)
         key = metric_key(config.metric)
         if is_main:
-            print(f'{config.dataset} [{layer_label(config)}] seed {seed}: test_{key}={run.test_score:.4f} '
-                  f'val_{key}={run.val_score:.4f} epochs={run.epochs} ({run.seconds:.1f}s)',
+            print(f'{config.dataset} [{layer_label(config)}] seed {seed}: '
+                  f'test_{key}={run.test_score:.4f} val_{key}={run.val_score:.4f} '
+                  f'epochs={run.epochs} ({run.seconds:.1f}s)',
                   flush=True)
     if not is_main:
         return 0  # rank 0 reports and writes the results

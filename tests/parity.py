@@ -317,6 +317,14 @@ class TanhLinear(Linear):
         return torch.tanh(super().forward(x))
 
 
+def replaced_projection_configs(configs: List[Config]) -> List[Config]:
+    """The configurations of a grid on which replaced projections are checked: every input
+    kind, edge-feature kind and fill value, on graphs with edges (where the projection
+    reaches the output), in one edge form."""
+    return [cfg for cfg in configs if cfg.form == 'long' and cfg.graph != 'empty'
+            and cfg.pyg_raises() is None]
+
+
 def check_replaced_projections(cfg: Config, names) -> None:
     """The projections ``names`` of both layers replaced by :class:`TanhLinear`: ours
     matches PyG's, and differs from the plain layer (the replacement is really in use)."""

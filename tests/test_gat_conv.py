@@ -27,7 +27,7 @@ from parity import (EDGES, F_DST, F_SRC, FILLS, FORMS, INPUTS, LAYERS, N_SRC, NU
                     Config, assert_all_finite, assert_close_results,
                     assert_same_state_dict_and_repr, check_parity,
                     check_replaced_projections, grid, layer_kwargs,
-                    make_inputs, make_pair, run)
+                    make_inputs, make_pair, replaced_projection_configs, run)
 
 GRID = grid('gat')
 # The tests that run for both attention layers take `layer`: 'gat' or 'gatv2'.
@@ -46,10 +46,7 @@ def test_parity(cfg: Config, backend):
     check_parity(cfg, backend)
 
 
-# Every input kind, edge-feature kind and fill value, with and without self-loops (on
-# graphs with edges, where the projection reaches the output).
-REPLACED_PROJECTION = [cfg for cfg in GRID if cfg.form == 'long' and cfg.graph != 'empty'
-                       and cfg.pyg_raises() is None]
+REPLACED_PROJECTION = replaced_projection_configs(GRID)
 
 
 @pytest.mark.parametrize('cfg', REPLACED_PROJECTION, ids=[c.id for c in REPLACED_PROJECTION])

@@ -10,7 +10,8 @@ from torch_geometric.nn.dense.linear import Linear
 
 from implementations import parametrize
 from parity import (EDGES, FILLS, FORMS, INPUTS, Config, check_parity,
-                    check_replaced_projections, grid, make_inputs, make_pair)
+                    check_replaced_projections, grid, make_inputs, make_pair,
+                    replaced_projection_configs)
 
 GRID = grid('gatv2')
 
@@ -35,9 +36,7 @@ def test_parity(cfg: Config, backend):
     check_parity(cfg, backend)
 
 
-# Every input kind, edge-feature kind and fill value (on graphs with edges).
-REPLACED_PROJECTION = [cfg for cfg in GRID if cfg.form == 'long' and cfg.graph != 'empty'
-                       and cfg.pyg_raises() is None]
+REPLACED_PROJECTION = replaced_projection_configs(GRID)
 
 
 @pytest.mark.parametrize('cfg', REPLACED_PROJECTION, ids=[c.id for c in REPLACED_PROJECTION])

@@ -3,9 +3,10 @@
 :func:`segment_attention` (additive scores: GAT, attention pooling) and
 :func:`segment_attention_v2` (vector scores: GATv2) take a graph sorted by target
 (:class:`SegmentGraph`), per-source values and score terms, and return the
-attention-weighted sum per target. It runs the kernel of the tensors' device type where the backend says so
-(:mod:`gat_pyg.ops.backends`: ``GAT_PYG_BACKEND=auto|kernel|reference``), otherwise the
-pure-PyTorch reference (:mod:`gat_pyg.ops.reference`), which is also the test oracle.
+attention-weighted sum per target. Each runs the kernel of the tensors' device type where
+the backend says so (:mod:`gat_pyg.ops.backends`:
+``GAT_PYG_BACKEND=auto|kernel|reference``), otherwise the pure-PyTorch reference
+(:mod:`gat_pyg.ops.reference`), which is also the test oracle.
 :func:`available_kernels` lists the kernels and whether they load. See
 ``docs/architecture.md`` for the design and for adding a kernel.
 """
@@ -23,9 +24,9 @@ from gat_pyg.ops.graph import (GraphLayout, SegmentGraph, build_segment_graph, g
 from gat_pyg.ops import cpu  # registers the CPU kernel (built on first use)
 
 __all__ = ['SegmentGraph', 'GraphLayout', 'build_segment_graph', 'segment_graph_from_ptr',
-           'graph_cache', 'segment_attention', 'segment_attention_v2', 'graph_layout', 'available_kernels',
-           'register_kernel', 'Kernel', 'KernelStatus', 'set_backend', 'get_backend',
-           'use_backend', 'BACKENDS']
+           'graph_cache', 'segment_attention', 'segment_attention_v2', 'graph_layout',
+           'available_kernels', 'register_kernel', 'Kernel', 'KernelStatus', 'set_backend',
+           'get_backend', 'use_backend', 'BACKENDS']
 
 
 def segment_attention(graph: SegmentGraph, h: Tensor, a_src: Tensor, a_dst: Optional[Tensor],

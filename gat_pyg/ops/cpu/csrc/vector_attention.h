@@ -3,10 +3,10 @@
 // passes.
 //
 // Layout: x_l [N_src, H, C] (sources' values), x_r [N_dst, H, C] (targets' terms), att [H, C],
-// of one float dtype, att contiguous and x_l, x_r with contiguous rows (any row stride); edge_attr [E, D] in the caller's edge order with
-// w_edge [H * C, D] (the edge term is w_edge @ edge_attr[e]), or edge_attr [E, H * C] as the
-// edge term itself (no w_edge); lse [N_dst, H] in double. The graph is SegmentGraph's CSR and
-// CSC, one index dtype.
+// of one float dtype, att contiguous and x_l, x_r with contiguous rows (any row stride);
+// edge_attr [E, D] in the caller's edge order with w_edge [H * C, D] (the edge term is
+// w_edge @ edge_attr[e]), or edge_attr [E, H * C] as the edge term itself (no w_edge); lse
+// [N_dst, H] in double. The graph is SegmentGraph's CSR and CSC, one index dtype.
 //
 // For edge k = (j -> i), per head h and channel c (PyG's order of additions):
 //   z_k[h, c] = (x_r[i, h, c] + x_l[j, h, c]) + e_k[h, c]
