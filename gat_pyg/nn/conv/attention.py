@@ -1,15 +1,17 @@
 """Stages that the attention layers share besides their edge handling (:mod:`.edges`):
-checking the node features, choosing between the operator and PyG's ``propagate``, the
-attention-dropout seed, and the finish of the output (heads, residual, bias)."""
+checking the node features, projecting one input twice, choosing between the operator and
+PyG's ``propagate``, the attention-dropout seed, and the finish of the output (heads,
+residual, bias)."""
 from typing import Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
-__all__ = ['check_node_features', 'runs_propagate', 'dropout_seed', 'finish_heads',
-           'projects_itself']
+__all__ = ['check_node_features', 'linear_pair', 'runs_propagate', 'dropout_seed',
+           'finish_heads', 'projects_itself']
 
 
 def projects_itself(lin: torch.nn.Module) -> bool:
@@ -35,6 +37,35 @@ def check_node_features(layer: str, in_channels: Union[int, Tuple[int, int]], x_
         if expected != -1 and feat.size(1) != expected:
             raise ValueError(f"{layer} was built for {expected} channels in '{name}' but "
                              f"got {feat.size(1)}")
+
+
+class _LinearPair(torch.autograd.Function):
+    """``(F.linear(x, w_a, b_a), F.linear(x, w_b, b_b))``, with a backward that forms the
+    gradient of ``x`` as one product plus one product added in place (autograd would make
+    two products and add them into a third tensor)."""
+
+    @staticmethod
+    def forward(x: Tensor, w_a: Tensor, b_a: Optional[Tensor], w_b: Tensor,
+                b_b: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        return F.linear(x, w_a, b_a), F.linear(x, w_b, b_b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, w_a, _, w_b, _ = inputs
+        ctx.save_for_backward(x, w_a, w_b)
+
+    @staticmethod
+    def backward(ctx, g_a: Tensor, g_b: Tensor):
+        x, w_a, w_b = ctx.saved_tensors
+        need_x, need_wa, need_ba, need_wb, need_bb = ctx.needs_input_grad
+        grad_x = torch.mm(g_a, w_a).addmm_(g_b, w_b) if need_x else None
+        return (grad_x, g_a.t().mm(x) if need_wa else None, g_a.sum(0) if need_ba else None,
+                g_b.t().mm(x) if need_wb else None, g_b.sum(0) if need_bb else None)
+
+
+def linear_pair(x: Tensor, lin_a: Linear, lin_b: Linear) -> Tuple[Tensor, Tensor]:
+    """``(lin_a(x), lin_b(x))`` for two plain :class:`Linear` s of the same 2-D input."""
+    return _LinearPair.apply(x, lin_a.weight, lin_a.bias, lin_b.weight, lin_b.bias)
 
 
 def runs_propagate(layer: MessagePassing) -> bool:

@@ -1,7 +1,6 @@
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 from torch.nn.parameter import UninitializedParameter
@@ -12,7 +11,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from gat_pyg import ops
 from gat_pyg.nn.conv.attention import (check_node_features, dropout_seed, finish_heads,
-                                       projects_itself, runs_propagate)
+                                       linear_pair, projects_itself, runs_propagate)
 from gat_pyg.nn.conv.edges import EdgeOptions, attention_result, prepare_edges
 from gat_pyg.ops.reference import softmax_dropout, vector_scores
 
@@ -261,9 +260,8 @@ class GATv2Conv(MessagePassing):
 
     def _project(self, x: Union[Tensor, PairTensor], x_src: Tensor,
                  x_dst: Tensor) -> Tuple[Tensor, Tensor]:
-        """``x_l [N_src, H, C]`` and ``x_r [N_dst, H, C]``. For one input through two plain
-        :class:`Linear` s, one product with both weights (``x`` read once, and its gradient
-        one product), whose column blocks the operator reads in place."""
+        """``x_l [N_src, H, C]`` and ``x_r [N_dst, H, C]``; one input through two plain
+        :class:`Linear` s goes through :func:`linear_pair`."""
         H, C = self.heads, self.out_channels
         if isinstance(x, Tensor) and self.share_weights:
             x_l = self.lin_l(x).view(-1, H, C)
@@ -273,10 +271,7 @@ class GATv2Conv(MessagePassing):
         if isinstance(x, Tensor) and not any(
                 projects_itself(lin) or isinstance(lin.weight, UninitializedParameter)
                 or lin._forward_hooks or lin._forward_pre_hooks for lin in lins):
-            weight = torch.cat([lin.weight for lin in lins])
-            bias = (None if self.lin_l.bias is None else
-                    torch.cat([lin.bias for lin in lins]))
-            x_l, x_r = F.linear(x, weight, bias).split(H * C, dim=-1)
+            x_l, x_r = linear_pair(x, self.lin_l, self.lin_r)
             return x_l.view(-1, H, C), x_r.view(-1, H, C)
         return self.lin_l(x_src).view(-1, H, C), self.lin_r(x_dst).view(-1, H, C)
 

@@ -14,10 +14,11 @@
 //
 // Pass 1 (targets, CSR) gives G_i = g_i . out_i from the forward pass's out and its rounding
 // error out_low (so exact to double precision, as the per-edge dL/dalpha_k that ds_k subtracts
-// it from), plus the q terms if alpha has a gradient; then grad x_r and the per-edge grad
-// edge_attr; it sums grad att
-// and grad w_edge per fixed block of targets (the blocks depend only on N_dst), and the
-// blocks' sums are added in block order. Pass 2 (sources, CSC) gives grad x_l. The per-edge
+// it from), plus the q terms if alpha has a gradient, and writes it beside a copy of lse_i
+// (so that pass 2 reads one row per target, not two); then grad x_r and the per-edge grad
+// edge_attr; it sums grad att and grad w_edge per fixed block of targets (the blocks depend
+// only on N_dst), and the blocks' sums are added in block order. Pass 2 (sources, CSC)
+// gives grad x_l. The per-edge
 // arithmetic after the scores is in double: the sums of ds_k cancel, and in float32 they
 // lost two to three times the precision of PyG's own float32 backward. Every output is
 // reduced by one thread in a fixed order, so the results are bitwise identical for any
@@ -50,7 +51,7 @@ struct VectorBackwardArgs {
   const scalar_t* out;
   const acc_t* out_low;        // null for double inputs
   const double* lse;
-  double* target_g;        // [N_dst, H]: G_i
+  double* target_state;    // [N_dst, 2, H]: lse_i, then G_i (one row for pass 2 to read)
   scalar_t* grad_x_l;      // may be null
   scalar_t* grad_x_r;      // may be null
   double* att_blocks;      // [blocks, H * C] or null
@@ -86,6 +87,7 @@ struct EdgeGradient {
 
   // For edge (j -> i) with caller id eid: z, s, alpha, w and dl.
   GAT_PYG_INLINE void compute(int64_t i, int64_t j, int64_t eid) {
+    const double* __restrict__ lse_i = a.target_state + i * 2 * in.H;
     const int64_t H = in.H;
     const int64_t C = CT > 0 ? CT : in.C;
     const int64_t HC = H * C;
@@ -93,32 +95,43 @@ struct EdgeGradient {
     if (in.has_edge()) in.edge_term(eid, e.data(), e_sum.data(), HC);
     in.scores(in.x_r + i * in.xr_row, xl, in.has_edge() ? e.data() : nullptr, z.data(),
               s.data(), C);
-    const scalar_t* __restrict__ g_i = a.grad_out + i * HC;
-    exp_heads(s.data(), a.lse + i * H, alpha.data());
+    in.exp_heads(s.data(), lse_i, alpha.data());
+    message_dots(a.grad_out + i * HC, xl, dl.data(), C);
     for (int64_t x = 0; x < H; ++x) {
       const double m = in.drop.template factor<double>(eid, H, x);
       w[x] = m * alpha[x];
-      double dot = 0.0;  // in double, as G_i: their difference cancels
-#pragma omp simd reduction(+ : dot)
-      for (int64_t c = 0; c < C; ++c)
-        dot += static_cast<double>(g_i[x * C + c]) * static_cast<double>(xl[x * C + c]);
-      if (a.grad_alpha) dot += static_cast<double>(a.grad_alpha[eid * H + x]);
+      const double dot =
+          a.grad_alpha ? dl[x] + static_cast<double>(a.grad_alpha[eid * H + x]) : dl[x];
       dl[x] = m * dot;
     }
   }
 
-  // alpha = exp(s - lse) per head: the difference in double, the exp vectorised over the
-  // heads in the accumulation dtype (float's within 1.4 ulp; double's libm exp).
-  GAT_PYG_INLINE void exp_heads(const double* __restrict__ s, const double* __restrict__ lse,
-                                double* __restrict__ out) const {
-    using V = Lanes<acc_t>;
-    constexpr int64_t L = kLanes<acc_t>;
-    for (int64_t g = 0; g * L < in.H; ++g) {
-      const int64_t n = heads_in_group<acc_t>(in.H, g);
-      V t = broadcast<acc_t>(acc_t(0));
-      for (int64_t l = 0; l < n; ++l) t[l] = static_cast<acc_t>(s[g * L + l] - lse[g * L + l]);
-      const V v = exp_lanes(t);
-      for (int64_t l = 0; l < n; ++l) out[g * L + l] = static_cast<double>(v[l]);
+  // dot[x] = g_i . x_l[j] of head x, in double as G_i (their difference cancels), summed as
+  // VectorInputs::scores sums.
+  GAT_PYG_INLINE void message_dots(const scalar_t* __restrict__ g_i,
+                                   const scalar_t* __restrict__ xl, double* __restrict__ dot,
+                                   int64_t C) const {
+    using V = Lanes<double>;
+    constexpr int64_t L = kLanes<double>;
+    if (C <= L) {
+      for (int64_t g = 0; g * L < in.H; ++g) {
+        const int64_t n = heads_in_group<double>(in.H, g);
+        V dots[L] = {};
+        for (int64_t l = 0; l < n; ++l) {
+          const int64_t o = (g * L + l) * C;
+          dots[l] = load_lanes<double>(g_i + o, C) * load_lanes<double>(xl + o, C);
+        }
+        const V sums = lane_sums<double, L>(dots, n);
+        for (int64_t l = 0; l < n; ++l) dot[g * L + l] = sums[l];
+      }
+      return;
+    }
+    for (int64_t x = 0; x < in.H; ++x) {
+      double d = 0.0;
+#pragma omp simd reduction(+ : d)
+      for (int64_t c = 0; c < C; ++c)
+        d += static_cast<double>(g_i[x * C + c]) * static_cast<double>(xl[x * C + c]);
+      dot[x] = d;
     }
   }
 
@@ -215,7 +228,9 @@ struct VectorTargetWorker {
     const int64_t H = in.H;
     const int64_t C = CT > 0 ? CT : in.C;
     const int64_t HC = H * C;
-    double* __restrict__ G = a.target_g + i * H;
+    double* __restrict__ state = a.target_state + i * 2 * H;
+    for (int64_t x = 0; x < H; ++x) state[x] = a.lse[i * H + x];
+    double* __restrict__ G = state + H;
     for (int64_t x = 0; x < H; ++x) G[x] = 0.0;
     if (a.grad_x_r)
       for (int64_t x = 0; x < HC; ++x) gxr[x] = 0.0;
@@ -332,8 +347,7 @@ struct VectorSourceWorker {
       if (static_cast<uint64_t>(ip) < static_cast<uint64_t>(in.num_dst)) {
         prefetch_row(in.x_r + ip * in.xr_row, HC);
         prefetch_row(a.grad_out + ip * HC, HC);
-        prefetch_row(a.lse + ip * in.H, in.H);
-        prefetch_row(a.target_g + ip * in.H, in.H);
+        prefetch_row(a.target_state + ip * 2 * in.H, 2 * in.H);
       }
       if (need_eid) {
         const int64_t kp = a.csc_slot[t + kSourceAhead];
@@ -383,7 +397,7 @@ struct VectorSourceWorker {
         }
       }
       edge.compute(i, j, eid);
-      edge.score_grad(a.target_g + i * H);
+      edge.score_grad(a.target_state + (2 * i + 1) * H);
       edge.score_gradient(dz.data());
       const scalar_t* __restrict__ g_i = a.grad_out + i * HC;
       for (int64_t x = 0; x < H; ++x) {
@@ -444,7 +458,7 @@ segment_attention_v2_backward(
   const int64_t block = std::max<int64_t>(16, (num_dst + 255) / 256);
   const int64_t blocks = (num_dst + block - 1) / block;
   const auto doubles = x_l.options().dtype(at::kDouble);
-  at::Tensor target_g = at::empty({num_dst, H}, doubles);
+  at::Tensor target_state = at::empty({num_dst, 2, H}, doubles);
   at::Tensor att_blocks = at::empty({need_att ? blocks : 0, HC}, doubles);
   at::Tensor w_blocks = at::empty({need_w ? blocks : 0, D, HC}, doubles);
   const dropout::Params drop = dropout::make_params(dropout, read_seed(seed));
@@ -471,7 +485,7 @@ segment_attention_v2_backward(
           csc_slot.data_ptr<index_t>(), grad_out.data_ptr<scalar_t>(),
           use_grad_alpha ? grad_alpha->data_ptr<scalar_t>() : nullptr,
           out.data_ptr<scalar_t>(), with_low ? out_low.data_ptr<acc_t>() : nullptr,
-          lse.data_ptr<double>(), target_g.data_ptr<double>(),
+          lse.data_ptr<double>(), target_state.data_ptr<double>(),
           out_ptr(grad_x_l, need_l), out_ptr(grad_x_r, need_r),
           need_att ? att_blocks.data_ptr<double>() : nullptr,
           need_w ? w_blocks.data_ptr<double>() : nullptr, out_ptr(grad_edge_attr, need_edge),

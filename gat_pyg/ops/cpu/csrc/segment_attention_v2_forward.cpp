@@ -10,7 +10,8 @@
 //   lse_i = m + log(l + 1e-16), in double, for backward to recompute alpha_k = exp(s_k - lse)
 //   out_low_i = the rounding error of out_i (float32 and bfloat16 inputs), so that backward's
 //   G_i = g_i . out_i is exact to double precision
-// The softmax sums are in double (exp too). The scores of the current target are kept
+// The softmax sums are in double, the exps in the accumulation dtype, vectorised over the
+// heads (VectorInputs::exp_heads, as in backward). The scores of the current target are kept
 // (deg x H per thread) only to return alpha.
 #include <cmath>
 #include <limits>
@@ -42,9 +43,9 @@ struct VectorForwardWorker {
   const VectorForwardArgs<scalar_t, index_t>& a;
   const VectorInputs<scalar_t, index_t>& in;
   std::vector<acc_t> z, e;
-  // The scores, their softmax sums and the weighted x_l rows, in double: out, lse and alpha
-  // then carry one rounding each. kept: the scores of the target, for alpha.
-  std::vector<double> s, mx, kept, acc, sum, e_sum;
+  // The scores, their softmax sums and the weighted x_l rows, in double. kept: the scores of
+  // the target, for alpha.
+  std::vector<double> s, mx, old_mx, scale, p, kept, acc, sum, e_sum;
 
   explicit VectorForwardWorker(const VectorForwardArgs<scalar_t, index_t>& args)
       : a(args),
@@ -54,6 +55,9 @@ struct VectorForwardWorker {
         acc(args.in.H * (CT > 0 ? CT : args.in.C)),
         s(args.in.H),
         mx(args.in.H),
+        old_mx(args.in.H),
+        scale(args.in.H),
+        p(args.in.H),
         sum(args.in.H),
         e_sum(args.in.H * (CT > 0 ? CT : args.in.C)) {}
 
@@ -122,18 +126,30 @@ struct VectorForwardWorker {
       in.scores(xr, xl, in.has_edge() ? e.data() : nullptr, z.data(), s.data(), C);
       if (a.alpha)
         for (int64_t x = 0; x < H; ++x) kept[(k - b) * H + x] = s[x];
+      // A new maximum rescales what was summed so far by exp(old - new).
+      bool grew = false;
+      for (int64_t x = 0; x < H; ++x) {
+        const double m = s[x] > mx[x] ? s[x] : mx[x];
+        grew |= m != mx[x];
+        old_mx[x] = mx[x];
+        mx[x] = m;
+      }
+      if (grew) {
+        in.exp_heads(old_mx.data(), mx.data(), scale.data());
+        for (int64_t x = 0; x < H; ++x) {
+          if (old_mx[x] == mx[x]) continue;
+          double* __restrict__ acx = ac + x * C;
+          const double f = scale[x];
+          sum[x] *= f;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) acx[c] *= f;
+        }
+      }
+      in.exp_heads(s.data(), mx.data(), p.data());
       for (int64_t x = 0; x < H; ++x) {
         double* __restrict__ acx = ac + x * C;
-        if (s[x] > mx[x]) {  // a new maximum: rescale what was summed so far
-          const double scale = std::exp(mx[x] - s[x]);
-          sum[x] *= scale;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) acx[c] *= scale;
-          mx[x] = s[x];
-        }
-        const double p = std::exp(s[x] - mx[x]);
-        sum[x] += p;
-        const double w = p * in.drop.template factor<double>(eid, H, x);
+        sum[x] += p[x];
+        const double w = p[x] * in.drop.template factor<double>(eid, H, x);
         const scalar_t* __restrict__ xlx = xl + x * C;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) acx[c] += w * static_cast<double>(xlx[c]);
@@ -153,8 +169,9 @@ struct VectorForwardWorker {
     if (a.alpha) {
       for (int64_t k = b; k < end; ++k) {
         const int64_t eid = in.perm[k];
+        in.exp_heads(kept.data() + (k - b) * H, mx.data(), p.data());
         for (int64_t x = 0; x < H; ++x) {
-          const double weight = std::exp(kept[(k - b) * H + x] - mx[x]) / (sum[x] + 1e-16);
+          const double weight = p[x] / (sum[x] + 1e-16);
           a.alpha[eid * H + x] =
               static_cast<scalar_t>(weight * in.drop.template factor<double>(eid, H, x));
         }
