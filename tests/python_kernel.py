@@ -113,21 +113,11 @@ def forward_v2(ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att, edge_a
                                                 negative_slope, dropout, seed,
                                                 return_alpha=True)
     lse = _lse(score.double(), ptr, dst, graph.num_dst)
-    # out's rounding error: the reference's out in float64 (from the float32-exact inputs)
-    # minus out.
-    low = x_l.new_empty(0, *x_l.shape[1:])  # float64: exact, empty
-    if x_l.dtype != torch.float64:
-        wide = reference.segment_attention_v2(
-            graph, x_l.double(), x_r.double(), att.double(),
-            None if edge_attr is None else edge_attr.double(),
-            None if w_edge is None else w_edge.double(), negative_slope, dropout, seed)[0]
-        low = (wide - out.double()).float()
-    return out, lse, alpha if return_alpha else x_l.new_empty(0, x_l.size(1)), low
+    return out, lse, alpha if return_alpha else x_l.new_empty(0, x_l.size(1))
 
 
 def backward_v2(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r,
-                att, edge_attr, w_edge, out, out_low, lse, negative_slope, dropout, seed,
-                output_mask):
+                att, edge_attr, w_edge, out, lse, negative_slope, dropout, seed, output_mask):
     # The formulas of docs/architecture.md per edge, in float64 from the scores as the
     # forward pass formed them.
     dtype = x_l.dtype

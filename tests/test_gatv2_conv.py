@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch_geometric.nn.dense.linear import Linear
 
-from implementations import parametrize
+from gat_pyg.nn import GATv2Conv
+
+from implementations import KERNELS, parametrize
 from parity import (EDGES, FILLS, FORMS, INPUTS, Config, check_parity,
                     check_replaced_projections, grid, make_inputs, make_pair,
                     replaced_projection_configs)
@@ -84,6 +86,26 @@ def test_edge_term_is_formed_by_the_operator(impl, monkeypatch):
                         lambda self, x: calls.append(self) or forward(self, x))
     ours(inputs.x, inputs.edge_index, inputs.edge_attr)
     assert ours.lin_edge not in calls
+
+
+@parametrize(KERNELS)
+def test_kernel_saves_three_node_tensors_and_nothing_per_edge_and_channel(impl):
+    """What a kernel path keeps for backward: nothing of size E x H x C (nor E x H), and of
+    size N x H x C only x_l, x_r and the output (the softmax is recomputed from one float64
+    log-sum-exp per target and head)."""
+    N, E, H, C = 50, 4000, 2, 3
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 7, generator=gen, requires_grad=True)
+    edge_index = torch.randint(0, N, (2, E), generator=gen)
+    layer = GATv2Conv(7, C, heads=H, edge_dim=2)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x, edge_index, torch.randn(E, 2, generator=gen))
+    out.sum().backward()
+    floats = [t for t in saved if t.is_floating_point()]
+    assert all(t.numel() < E * H for t in floats)
+    assert sum(t.numel() == N * H * C for t in floats) == 3
+    assert [t.dtype for t in floats if t.shape == (N, H)] == [torch.float64]
 
 
 def test_projection_modules_with_hooks_are_called():

@@ -10,12 +10,10 @@ Two families, one per score form:
   (empty unless asked for) and, when ``a_dst`` needs a gradient, the two per-target sums
   its gradient is made of; ``gat_pyg::segment_attention_bwd`` returns the gradients of
   ``h``, ``a_src``, ``a_dst`` and ``a_edge``.
-- vector (GATv2): ``gat_pyg::segment_attention_v2_fwd`` returns ``(out, lse, alpha,
-  out_low)``: ``lse`` in float64 whatever the inputs' dtype (backward's attention,
-  recomputed from it, then keeps the softmax's own precision) and ``out_low``, the rounding
-  error of ``out`` in the accumulation dtype (empty for float64), so that backward has the
-  output to double precision; ``gat_pyg::segment_attention_v2_bwd`` returns the gradients
-  of ``x_l``, ``x_r``, ``att``, ``edge_attr`` and ``w_edge``.
+- vector (GATv2): ``gat_pyg::segment_attention_v2_fwd`` returns ``(out, lse, alpha)``,
+  ``lse`` in float64 whatever the inputs' dtype (backward's attention, recomputed from it,
+  then keeps the softmax's own precision); ``gat_pyg::segment_attention_v2_bwd`` returns the
+  gradients of ``x_l``, ``x_r``, ``att``, ``edge_attr`` and ``w_edge``.
 
 A gradient that ``output_mask`` does not ask for is an empty tensor. The formulas, and what
 a kernel may assume of its inputs, are in ``docs/architecture.md``.
@@ -54,11 +52,11 @@ torch.library.define(
     FORWARD_V2,
     f'({_GRAPH}, Tensor x_l, Tensor x_r, Tensor att, Tensor? edge_attr, Tensor? w_edge, '
     'float negative_slope, float dropout, Tensor? seed, bool return_alpha) -> '
-    '(Tensor out, Tensor lse, Tensor alpha, Tensor out_low)')
+    '(Tensor out, Tensor lse, Tensor alpha)')
 torch.library.define(
     BACKWARD_V2,
     f'(Tensor grad_out, Tensor? grad_alpha, {_GRAPH}, Tensor x_l, Tensor x_r, Tensor att, '
-    'Tensor? edge_attr, Tensor? w_edge, Tensor out, Tensor out_low, Tensor lse, '
+    'Tensor? edge_attr, Tensor? w_edge, Tensor out, Tensor lse, '
     'float negative_slope, float dropout, Tensor? seed, bool[5] output_mask) -> '
     '(Tensor grad_x_l, Tensor grad_x_r, Tensor grad_att, Tensor grad_edge_attr, '
     'Tensor grad_w_edge)')
@@ -148,36 +146,34 @@ def _fake_forward_v2(ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att, 
     torch._check(x_l.dim() == 3, lambda: "segment_attention_v2: 'x_l' must be 3-D")
     num_dst = ptr.shape[0] - 1
     heads, channels = x_l.shape[1], x_l.shape[2]
-    low_rows = 0 if x_l.dtype == torch.float64 else num_dst
     return (x_l.new_empty((num_dst, heads, channels)),
             x_l.new_empty((num_dst, heads), dtype=torch.float64),
-            x_l.new_empty((src.shape[0] if return_alpha else 0, heads)),
-            x_l.new_empty((low_rows, heads, channels), dtype=_acc_dtype(x_l.dtype)))
+            x_l.new_empty((src.shape[0] if return_alpha else 0, heads)))
 
 
 @torch.library.register_fake(BACKWARD_V2)
 def _fake_backward_v2(grad_out, grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l,
-                      x_r, att, edge_attr, w_edge, out, out_low, lse, negative_slope, dropout,
-                      seed, output_mask):
+                      x_r, att, edge_attr, w_edge, out, lse, negative_slope, dropout, seed,
+                      output_mask):
     return _fake_gradients(output_mask, (x_l, x_r, att, edge_attr, w_edge), x_l)
 
 
 def _setup_context_v2(ctx, inputs, output):
     (ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att, edge_attr, w_edge,
      negative_slope, dropout, seed, return_alpha) = inputs
-    out, lse, _, out_low = output
+    out, lse, _ = output
     ctx.save_for_backward(ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att,
-                          edge_attr, w_edge, out, out_low, lse, seed)
+                          edge_attr, w_edge, out, lse, seed)
     ctx.negative_slope = negative_slope
     ctx.dropout = dropout
     ctx.return_alpha = return_alpha
-    ctx.mark_non_differentiable(lse, out_low)
+    ctx.mark_non_differentiable(lse)
     ctx.set_materialize_grads(False)
 
 
-def _backward_v2(ctx, grad_out, grad_lse, grad_alpha, grad_out_low):
-    (ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att, edge_attr, w_edge, out,
-     out_low, lse, seed) = ctx.saved_tensors
+def _backward_v2(ctx, grad_out, grad_lse, grad_alpha):
+    (ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l, x_r, att, edge_attr, w_edge, out, lse,
+     seed) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     mask = [bool(needs[6]), bool(needs[7]), bool(needs[8]),
             bool(needs[9]) and edge_attr is not None, bool(needs[10]) and w_edge is not None]
@@ -189,8 +185,7 @@ def _backward_v2(ctx, grad_out, grad_lse, grad_alpha, grad_out_low):
         grad_alpha = grad_alpha.contiguous()
     grads = torch.ops.gat_pyg.segment_attention_v2_bwd(
         grad_out.contiguous(), grad_alpha, ptr, src, perm, src_ptr, csc_dst, csc_slot, x_l,
-        x_r, att, edge_attr, w_edge, out, out_low, lse, ctx.negative_slope, ctx.dropout,
-        seed, mask)
+        x_r, att, edge_attr, w_edge, out, lse, ctx.negative_slope, ctx.dropout, seed, mask)
     return ((None, ) * 6 + tuple(grad if flag else None for grad, flag in zip(grads, mask))
             + (None, ) * 4)
 
@@ -340,7 +335,7 @@ def segment_attention_v2_op(graph: SegmentGraph, x_l: Tensor, x_r: Tensor, att: 
     elif w_edge is not None:
         raise ValueError("segment_attention: 'w_edge' was given without 'edge_attr'")
     seed = _checked_seed(float(dropout), seed)
-    out, _, alpha, _ = torch.ops.gat_pyg.segment_attention_v2_fwd(
+    out, _, alpha = torch.ops.gat_pyg.segment_attention_v2_fwd(
         *index, node_rows(x_l), node_rows(x_r), att.contiguous(),
         None if edge_attr is None else edge_attr.contiguous(),
         None if w_edge is None else w_edge.contiguous(), float(negative_slope),

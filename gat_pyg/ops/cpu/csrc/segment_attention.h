@@ -83,8 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_bac
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 4> output_mask);
 
-// (out, lse, alpha, out_low) of the vector-score (GATv2) forward op.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_forward(
+// (out, lse, alpha) of the vector-score (GATv2) forward op.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_forward(
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
@@ -100,7 +100,7 @@ segment_attention_v2_backward(
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
     const std::optional<at::Tensor>& edge_attr, const std::optional<at::Tensor>& w_edge,
-    const at::Tensor& out, const at::Tensor& out_low, const at::Tensor& lse,
+    const at::Tensor& out, const at::Tensor& lse,
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 5> output_mask);
 

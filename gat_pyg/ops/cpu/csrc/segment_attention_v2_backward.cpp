@@ -12,9 +12,10 @@
 //   grad x_l[j] = sum_{k: src[k] = j} (m_k alpha_k g_i + dz_k)
 //   grad e_k    = dz_k:  grad edge_attr[e] = w_edge^T dz_k,  grad w_edge = sum_k dz_k edge_attr[e]^T
 //
-// Pass 1 (targets, CSR) gives G_i = g_i . out_i from the forward pass's out and its rounding
-// error out_low (so exact to double precision, as the per-edge dL/dalpha_k that ds_k subtracts
-// it from), plus the q terms if alpha has a gradient, and writes it beside a copy of lse_i
+// Pass 1 (targets, CSR) gives G_i = g_i . out_i from the forward pass's out (in double, as the
+// per-edge dL/dalpha_k that ds_k subtracts it from: the rounding of out to the inputs' dtype
+// adds no more error than the float reference's own softmax gradient has), plus the q terms
+// if alpha has a gradient, and writes it beside a copy of lse_i
 // (so that pass 2 reads one row per target, not two); then grad x_r and the per-edge grad
 // edge_attr; it sums grad att and grad w_edge per fixed block of targets (the blocks depend
 // only on N_dst), and the blocks' sums are added in block order. Pass 2 (sources, CSC)
@@ -49,7 +50,6 @@ struct VectorBackwardArgs {
   const scalar_t* grad_out;
   const scalar_t* grad_alpha;  // caller order; may be null
   const scalar_t* out;
-  const acc_t* out_low;        // null for double inputs
   const double* lse;
   double* target_state;    // [N_dst, 2, H]: lse_i, then G_i (one row for pass 2 to read)
   scalar_t* grad_x_l;      // may be null
@@ -241,24 +241,8 @@ struct VectorTargetWorker {
     }
     const bool need_eid = in.has_edge() || in.drop.active || a.grad_alpha;
     int64_t j, eid;
-    // G_i = g_i . out_i, out_i to double precision (+ sum_k m_k alpha_k q_k).
-    const scalar_t* __restrict__ g_i = a.grad_out + i * HC;
-    const scalar_t* __restrict__ out_i = a.out + i * HC;
-    for (int64_t x = 0; x < H; ++x) {
-      double dot = 0.0;
-      if (a.out_low) {
-        const acc_t* __restrict__ low = a.out_low + i * HC + x * C;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < C; ++c)
-          dot += static_cast<double>(g_i[x * C + c]) *
-                 (static_cast<double>(out_i[x * C + c]) + static_cast<double>(low[c]));
-      } else {
-#pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < C; ++c)
-          dot += static_cast<double>(g_i[x * C + c]) * static_cast<double>(out_i[x * C + c]);
-      }
-      G[x] = dot;
-    }
+    // G_i = g_i . out_i (+ sum_k m_k alpha_k q_k), summed in double as each dL/dalpha_k.
+    edge.message_dots(a.grad_out + i * HC, a.out + i * HC, G, C);
     if (a.grad_alpha)
       for (int64_t k = b; k < end; ++k) {
         prefetch_ahead(k, HC);
@@ -422,7 +406,7 @@ segment_attention_v2_backward(
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
     const std::optional<at::Tensor>& edge_attr, const std::optional<at::Tensor>& w_edge,
-    const at::Tensor& out, const at::Tensor& out_low, const at::Tensor& lse,
+    const at::Tensor& out, const at::Tensor& lse,
     double negative_slope, double dropout, const std::optional<at::Tensor>& seed,
     std::array<bool, 5> output_mask) {
   const VectorSizes sizes = check_vector_inputs(
@@ -432,8 +416,6 @@ segment_attention_v2_backward(
                 C = sizes.C, D = sizes.D, HC = H * C;
   check_float_tensor(grad_out, "grad_out", dtype, {num_dst, H, C});
   check_float_tensor(out, "out", dtype, {num_dst, H, C});
-  const bool with_low = dtype != at::kDouble;
-  if (with_low) check_float_tensor(out_low, "out_low", acc_dtype(dtype), {num_dst, H, C});
   const bool use_grad_alpha = grad_alpha.has_value() && grad_alpha->numel() > 0;
   if (use_grad_alpha) check_float_tensor(*grad_alpha, "grad_alpha", dtype, {E, H});
   check_float_tensor(lse, "lse", at::kDouble, {num_dst, H});
@@ -484,7 +466,7 @@ segment_attention_v2_backward(
           src_ptr.data_ptr<index_t>(), csc_dst.data_ptr<index_t>(),
           csc_slot.data_ptr<index_t>(), grad_out.data_ptr<scalar_t>(),
           use_grad_alpha ? grad_alpha->data_ptr<scalar_t>() : nullptr,
-          out.data_ptr<scalar_t>(), with_low ? out_low.data_ptr<acc_t>() : nullptr,
+          out.data_ptr<scalar_t>(),
           lse.data_ptr<double>(), target_state.data_ptr<double>(),
           out_ptr(grad_x_l, need_l), out_ptr(grad_x_r, need_r),
           need_att ? att_blocks.data_ptr<double>() : nullptr,

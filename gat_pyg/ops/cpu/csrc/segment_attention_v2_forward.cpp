@@ -8,8 +8,6 @@
 // x_l row is read once and nothing per edge and channel is kept. Then
 //   out_i = (sum_k m_k exp(s_k - m) x_l[j]) / (l + 1e-16)      (PyG's softmax denominator)
 //   lse_i = m + log(l + 1e-16), in double, for backward to recompute alpha_k = exp(s_k - lse)
-//   out_low_i = the rounding error of out_i (float32 and bfloat16 inputs), so that backward's
-//   G_i = g_i . out_i is exact to double precision
 // The softmax sums are in double, the exps in the accumulation dtype, vectorised over the
 // heads (VectorInputs::exp_heads, as in backward). The scores of the current target are kept
 // (deg x H per thread) only to return alpha.
@@ -34,7 +32,6 @@ struct VectorForwardArgs {
   scalar_t* out;
   double* lse;
   scalar_t* alpha;  // may be null
-  acc_t* out_low;   // out's rounding error, (sum / denominator) - out; null for double
 };
 
 template <typename scalar_t, typename index_t, int CT>
@@ -161,10 +158,6 @@ struct VectorForwardWorker {
       a.lse[i * H + x] = mx[x] + std::log(denominator);
       for (int64_t c = 0; c < C; ++c)
         out_i[x * C + c] = static_cast<scalar_t>(ac[x * C + c] / denominator);
-      if (a.out_low)
-        for (int64_t c = 0; c < C; ++c)
-          a.out_low[i * HC + x * C + c] = static_cast<acc_t>(
-              ac[x * C + c] / denominator - static_cast<double>(out_i[x * C + c]));
     }
     if (a.alpha) {
       for (int64_t k = b; k < end; ++k) {
@@ -182,7 +175,7 @@ struct VectorForwardWorker {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_forward(
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& perm,
     const at::Tensor& src_ptr, const at::Tensor& csc_dst, const at::Tensor& csc_slot,
     const at::Tensor& x_l, const at::Tensor& x_r, const at::Tensor& att,
@@ -196,16 +189,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_
   at::Tensor out = at::empty({num_dst, H, C}, x_l.options());
   at::Tensor lse = at::empty({num_dst, H}, x_l.options().dtype(at::kDouble));
   at::Tensor alpha = at::empty({return_alpha ? E : 0, H}, x_l.options());
-  // out's rounding error, so that backward has out to double precision (double out has none).
-  const bool with_low = sizes.dtype != at::kDouble;
-  at::Tensor out_low = at::empty({with_low ? num_dst : 0, H, C},
-                                 x_l.options().dtype(acc_dtype(sizes.dtype)));
   if (H == 0 || C == 0) {
     out.zero_();
     lse.zero_();
     alpha.zero_();
-    out_low.zero_();
-    return {out, lse, alpha, out_low};
+    return {out, lse, alpha};
   }
   const dropout::Params drop = dropout::make_params(dropout, read_seed(seed));
 
@@ -225,8 +213,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_
            static_cast<acc_t>(negative_slope), drop,
            &bad},
           out.data_ptr<scalar_t>(), lse.data_ptr<double>(),
-          return_alpha ? alpha.data_ptr<scalar_t>() : nullptr,
-          with_low ? out_low.data_ptr<acc_t>() : nullptr};
+          return_alpha ? alpha.data_ptr<scalar_t>() : nullptr};
       dispatch_channels(C, [&](auto channels) {
         constexpr int CT = decltype(channels)::value;
         parallel_rows(num_dst, 64,
@@ -235,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> segment_attention_v2_
     });
   });
   bad.raise();
-  return {out, lse, alpha, out_low};
+  return {out, lse, alpha};
 }
 
 }  // namespace gat_pyg
